@@ -1,0 +1,3 @@
+from onwards.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""The ASGI application one Granian worker runs, and the worker lifespan that wires its parts.
+
+Starlette serves the small routes (/health, /ready, /v1/models) and owns the lifespan; the
+proxy path (/v1/* otherwise) is dispatched before Starlette's router, straight to the raw
+ASGI ProxyHandler, because it is the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from onwards import __version__, errors
+from onwards.config import load_config_file
+from onwards.config.model import Snapshot
+from onwards.config.sources.base import ConfigFollower
+from onwards.gateway import Gateway
+from onwards.limits import build_limiter
+from onwards.logging_setup import configure_logging
+from onwards.metrics import build_metrics
+from onwards.proxy.auth import bearer_token, visible_models
+from onwards.proxy.client import build_session
+from onwards.proxy.handler import ProxyHandler
+from onwards.settings import Settings
+
+log = logging.getLogger("onwards.app")
+
+
+async def _load_initial(settings: Settings) -> Snapshot:
+    if settings.config_from_redis:
+        from onwards.config.sources.redis import load_from_redis
+
+        assert settings.redis_url is not None
+        return await load_from_redis(settings.redis_url, settings.redis_prefix)
+    assert settings.targets is not None
+    return load_config_file(settings.targets)
+
+
+def _follower(settings: Settings, version: str) -> ConfigFollower | None:
+    if settings.config_from_redis:
+        from onwards.config.sources.redis import RedisFollower
+
+        assert settings.redis_url is not None
+        return RedisFollower(settings.redis_url, settings.redis_prefix, version)
+    if settings.watch and settings.targets:
+        from onwards.config.sources.file import FileFollower
+
+        return FileFollower(settings.targets, version)
+    return None
+
+
+def create_app(settings: Settings | None = None) -> OnwardsApp:
+    """The application factory Granian calls in each worker."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    gateway = Gateway(settings, build_metrics(settings.metrics, settings.metrics_prefix))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        snapshot = await _load_initial(settings)
+        limiter = build_limiter(settings.redis_url, settings.redis_prefix, snapshot.limits)
+        await limiter.start(snapshot.limits)
+        gateway.limiter = limiter
+        gateway.session = build_session(gateway.http_pool(snapshot))
+        gateway.apply(snapshot)
+        log.info(
+            "worker ready",
+            extra={"origin": snapshot.origin, "version": snapshot.version, "limiter": limiter.description},
+        )
+        follower = _follower(settings, snapshot.version)
+        follow_task = None
+        loop = asyncio.get_running_loop()
+        if follower is not None:
+            follow_task = loop.create_task(follower.run(gateway.apply, gateway.refuse))
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, follower.trigger)
+        try:
+            yield
+        finally:
+            if follow_task is not None:
+                follow_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await follow_task
+            await gateway.drain_background()
+            await gateway.session.close()
+            await limiter.close()
+
+    async def health(_: Request) -> Response:
+        active = gateway.active
+        return JSONResponse(
+            {
+                "status": "healthy",
+                "version": __version__,
+                "uptime_seconds": round(time.time() - gateway.started_at, 3),
+                "config_version": active.snapshot.version if active else None,
+            }
+        )
+
+    async def ready(_: Request) -> Response:
+        if not gateway.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        limiter = gateway.limiter
+        assert gateway.active is not None
+        policy = gateway.active.snapshot.limits.on_redis_error
+        # With policy allow a failing Redis still serves (unlimited), so the replica stays in
+        # rotation; with deny it would only answer 503s, so it reports not ready.
+        if not limiter.healthy and policy == "deny":
+            return JSONResponse({"status": "limiter_unavailable", "limiter": limiter.description}, status_code=503)
+        return JSONResponse(
+            {
+                "status": "ready",
+                "limiter": limiter.description,
+                "limiter_healthy": limiter.healthy,
+                "config_version": gateway.active.snapshot.version,
+            }
+        )
+
+    async def models(request: Request) -> Response:
+        assert gateway.active is not None
+        snapshot = gateway.active.snapshot
+        token = bearer_token(request.headers.get("authorization", "").encode("latin-1") or None)
+        now = int(time.time())
+        data = [
+            {"id": alias, "object": "model", "created": now, "owned_by": "onwards"}
+            for alias in visible_models(snapshot, token)
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def not_found(_: Request) -> Response:
+        return Response(errors.NOT_FOUND, status_code=404, media_type="application/json")
+
+    starlette = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        ],
+        lifespan=lifespan,
+    )
+    return OnwardsApp(starlette, ProxyHandler(gateway), gateway)
+
+
+class OnwardsApp:
+    def __init__(self, starlette: Starlette, proxy: ProxyHandler, gateway: Gateway) -> None:
+        self.starlette = starlette
+        self.proxy = proxy
+        self.gateway = gateway
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
+                await self.proxy(scope, receive, send)
+                return
+        await self.starlette(scope, receive, send)

@@ -1,0 +1,124 @@
+"""The immutable config snapshot that the request path reads.
+
+Everything here is computed once when a config is loaded, so that serving a request is
+lookups and tuple concatenation, never parsing. A reload builds a new Snapshot and swaps
+one reference; requests in flight keep the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Scope = Literal["key", "target", "provider"]
+Strategy = Literal["weighted_random", "priority"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateCheck:
+    """One token bucket: `rate` tokens per second, at most `burst` tokens, starting full."""
+
+    scope: Scope
+    limiter_id: str  # stable across reloads: "target:<alias>", "key:<name>", "provider:<alias>:<hash>"
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyCheck:
+    """One semaphore: at most `limit` requests hold a permit at once."""
+
+    scope: Scope
+    limiter_id: str
+    limit: int
+
+
+Check = RateCheck | ConcurrencyCheck
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackSpec:
+    enabled: bool = False
+    on_status: tuple[int, ...] = ()
+    on_rate_limit: bool = False
+    max_attempts: int | None = None
+    with_replacement: bool = False
+
+    def matches(self, status: int) -> bool:
+        """`5` matches 5xx, `50` matches 500-509, three digits match exactly."""
+        if not self.enabled:
+            return False
+        for pattern in self.on_status:
+            if pattern < 10:
+                if status // 100 == pattern:
+                    return True
+            elif pattern < 100:
+                if status // 10 == pattern:
+                    return True
+            elif status == pattern:
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    alias: str
+    index: int
+    url: str  # normalised to end with "/"
+    base_path: str  # the url's path without the trailing "/", "" for the root
+    onwards_model: str | None
+    weight: int
+    # (header name, full value) ready to send, or None when no onwards_key is configured.
+    auth_header: tuple[str, str] | None
+    response_headers: tuple[tuple[str, str], ...]
+    sanitize_response: bool
+    request_timeout_secs: float | None
+    checks: tuple[Check, ...]  # provider-scope limits, admitted when this provider is tried
+    label: str  # bounded metrics label, "<alias>/<index>"; never contains secrets
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    alias: str
+    providers: tuple[Provider, ...]
+    strategy: Strategy
+    fallback: FallbackSpec
+    keys: frozenset[str] | None  # accepted bearer tokens; None means the target is open
+    checks: tuple[Check, ...]  # target-scope (pool) limits
+    response_headers: tuple[tuple[str, str], ...]  # pool-level, applied before provider headers
+    sanitize_response: bool
+    # Provider weights, precomputed for weighted_random selection.
+    weights: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDefinition:
+    name: str
+    key: str
+    checks: tuple[Check, ...]  # key-scope limits, held across every target the key uses
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpPool:
+    max_idle_per_host: int = 100
+    idle_timeout_secs: float = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    on_redis_error: Literal["allow", "deny"] = "allow"
+    redis_timeout_ms: int = 250  # no request waits longer than this for a dead Redis
+    lease_ttl_ms: int = 30_000  # a crashed worker's permits come back after this
+    renew_interval_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    targets: dict[str, Target]
+    keys_by_token: dict[str, KeyDefinition]
+    http_pool: HttpPool = field(default_factory=HttpPool)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    max_body_bytes: int = 32 * 1024 * 1024
+    version: str = ""  # content hash for files, stored version for Redis
+    origin: str = ""  # the file path or redis key it came from

@@ -1,0 +1,100 @@
+"""OpenAI-shaped error bodies the gateway itself produces.
+
+Bodies are encoded once at import: the request path only picks one.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class GatewayError(Exception):
+    """An error answered by the gateway itself, before or instead of an upstream response."""
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+        log: str = "",
+    ) -> None:
+        super().__init__(log or body.decode(errors="replace"))
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+_INTERNAL = "An internal error occurred. Please try again later."
+
+MISSING_MODEL = error_body(
+    "Could not parse onwards model from request. 'model' parameter must be supplied in either the body "
+    "or in the Model-Override header.",
+    "invalid_request_error",
+    "bad_request",
+    "model",
+)
+INVALID_JSON = error_body("Request body must be valid JSON.", "invalid_request_error", "bad_request")
+MODEL_OVERRIDE_INVALID = error_body(
+    "The model-override header must be visible ASCII.", "invalid_request_error", "bad_request", "model"
+)
+UNAUTHENTICATED = error_body(
+    "Please supply an authentication token to access this resource", "invalid_request_error", "unauthenticated"
+)
+INVALID_KEY = error_body("Invalid API key.", "invalid_request_error", "invalid_api_key")
+UPSTREAM_UNREACHABLE = error_body(_INTERNAL, "internal_error", "internal_error")
+NO_PROVIDER = error_body("No provider is available for this model.", "internal_error", "service_unavailable")
+GATEWAY_TIMEOUT = error_body(
+    "The upstream service took too long to respond. Please try again.", "internal_error", "gateway_timeout"
+)
+INTERNAL = error_body(_INTERNAL, "internal_error", "internal_error")
+LIMITER_UNAVAILABLE = error_body(
+    "The rate limiter is unavailable and this gateway is configured to refuse requests until it is back.",
+    "internal_error",
+    "limiter_unavailable",
+)
+NOT_FOUND = error_body("Not found.", "invalid_request_error", "not_found")
+
+
+def model_not_found(name: str) -> bytes:
+    return error_body(
+        f"The model `{name}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    )
+
+
+def payload_too_large(limit: int) -> bytes:
+    return error_body(
+        f"Request body too large: the maximum allowed size is {limit} bytes.",
+        "invalid_request_error",
+        "payload_too_large",
+    )
+
+
+_SCOPE_WORDS = {"key": "your API key", "target": "this model", "provider": "every provider of this model"}
+
+
+def rate_limited(scope: str) -> bytes:
+    return error_body(
+        f"You are sending requests too quickly. Please slow down. (rate limit of {_SCOPE_WORDS[scope]})",
+        "rate_limit_error",
+        "rate_limit",
+    )
+
+
+def concurrency_limited(scope: str) -> bytes:
+    return error_body(
+        "Too many concurrent requests. Please wait for some requests to complete before sending more. "
+        f"(concurrency limit of {_SCOPE_WORDS[scope]})",
+        "rate_limit_error",
+        "concurrency_limit_exceeded",
+    )
+
+
+# Precomputed per scope: a 429 is the hot path of an overloaded gateway.
+RATE_LIMITED = {scope: rate_limited(scope) for scope in _SCOPE_WORDS}
+CONCURRENCY_LIMITED = {scope: concurrency_limited(scope) for scope in _SCOPE_WORDS}

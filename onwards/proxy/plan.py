@@ -1,0 +1,86 @@
+"""The compiled routing table: per target and provider, everything the request path needs,
+encoded once when a config snapshot becomes active."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPlan:
+    provider: Provider
+    url: str  # ends with "/"
+    # The provider url's path without slashes ("v1"), stripped from request paths that repeat it.
+    dedupe: str
+    auth: tuple[str, str] | None
+    # Pool headers then provider headers (provider wins), names lower-cased, as ASGI wants them.
+    response_headers: tuple[tuple[bytes, bytes], ...]
+    overridden: frozenset[bytes]
+    checks: tuple[Check, ...]
+    concurrency_ids: frozenset[str]  # limiter ids of this provider's own semaphores
+    sanitize: bool
+    timeout: float | None
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    target: Target
+    providers: tuple[ProviderPlan, ...]  # by Provider.index
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveConfig:
+    """A snapshot and its compiled plan, swapped together as one reference."""
+
+    snapshot: Snapshot
+    targets: dict[str, TargetPlan]
+
+
+def _merge_headers(
+    pool: tuple[tuple[str, str], ...], provider: tuple[tuple[str, str], ...]
+) -> tuple[tuple[bytes, bytes], ...]:
+    merged: dict[bytes, bytes] = {}
+    for name, value in (*pool, *provider):
+        merged[name.lower().encode("latin-1")] = value.encode("latin-1")
+    return tuple(merged.items())
+
+
+def _provider_plan(target: Target, provider: Provider) -> ProviderPlan:
+    headers = _merge_headers(target.response_headers, provider.response_headers)
+    return ProviderPlan(
+        provider=provider,
+        url=provider.url,
+        dedupe=provider.base_path.strip("/"),
+        auth=provider.auth_header,
+        response_headers=headers,
+        overridden=frozenset(name for name, _ in headers),
+        checks=provider.checks,
+        concurrency_ids=frozenset(c.limiter_id for c in provider.checks if isinstance(c, ConcurrencyCheck)),
+        sanitize=provider.sanitize_response or target.sanitize_response,
+        timeout=provider.request_timeout_secs,
+        label=provider.label,
+    )
+
+
+def compile_config(snapshot: Snapshot) -> ActiveConfig:
+    targets: dict[str, TargetPlan] = {}
+    for alias, target in snapshot.targets.items():
+        plans = tuple(_provider_plan(target, p) for p in target.providers)
+        targets[alias] = TargetPlan(target=target, providers=plans)
+    return ActiveConfig(snapshot=snapshot, targets=targets)
+
+
+def upstream_url(plan: ProviderPlan, path: str, query: bytes) -> str:
+    """Join the provider url and the request path; a path that repeats the url's own path
+    prefix (url `.../v1`, request `/v1/chat/completions`) does not repeat it upstream."""
+    rel = path[1:] if path.startswith("/") else path
+    dedupe = plan.dedupe
+    if dedupe and rel.startswith(dedupe) and (len(rel) == len(dedupe) or rel[len(dedupe)] == "/"):
+        rel = rel[len(dedupe) + 1 :]
+    url = plan.url + rel
+    if query:
+        url = f"{url}?{query.decode('latin-1')}"
+    return url

@@ -1,0 +1,60 @@
+"""Which target a request is for: the model-override header, else the body's `model`."""
+
+from __future__ import annotations
+
+import orjson
+
+from onwards import errors
+from onwards.errors import GatewayError
+
+
+def _visible_ascii(value: bytes) -> bool:
+    return bool(value) and all(0x21 <= b <= 0x7E for b in value)
+
+
+def requested_model(override: bytes | None, body: bytes) -> tuple[str, object | None]:
+    """The model name the client asked for, and the decoded body when it had to be decoded.
+
+    The decoded body is returned so a later rewrite of `model` does not parse it twice.
+    """
+    if override is not None:
+        if not _visible_ascii(override):
+            raise GatewayError(400, errors.MODEL_OVERRIDE_INVALID, log="model-override header is not visible ASCII")
+        return override.decode("ascii"), None
+    if not body:
+        raise GatewayError(400, errors.MISSING_MODEL, log="no model: empty body and no model-override header")
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise GatewayError(400, errors.INVALID_JSON, log="request body is not valid JSON") from None
+    model = decoded.get("model") if isinstance(decoded, dict) else None
+    if not isinstance(model, str) or not model:
+        raise GatewayError(400, errors.MISSING_MODEL, log="request body has no string 'model'")
+    return model, decoded
+
+
+def route_group(path: str) -> str:
+    """A bounded label for metrics and logs: known OpenAI endpoints by name, everything else grouped."""
+    group = _KNOWN_ROUTES.get(path)
+    if group is not None:
+        return group
+    if path.startswith("/v1/"):
+        return "/v1/other"
+    return "other"
+
+
+_KNOWN_ROUTES = {
+    p: p
+    for p in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/models",
+        "/v1/moderations",
+        "/v1/audio/transcriptions",
+        "/v1/audio/speech",
+        "/v1/images/generations",
+        "/v1/rerank",
+    )
+}
