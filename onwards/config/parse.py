@@ -1,0 +1,765 @@
+"""JSON config in the Rust onwards format -> the immutable Snapshot the request path reads.
+
+Everything is checked here, once, so that a request never meets a config surprise: types,
+ranges, URLs, header names and values, key references and `${VAR}` references. The first
+problem found stops the load with a ConfigError whose message names the file and the field
+path (`config.json: targets.gpt-4.rate_limit.requests_per_second: must be a positive number`).
+Values are never quoted back in messages, because many of them are credentials.
+
+Fields the Rust gateway knows but this one does not act on, and fields nobody knows, are
+accepted (a config written for the Rust gateway must load unchanged) and listed in one
+debug log line per load on the "onwards.config" logger. The exceptions are settings whose
+silent absence would change who gets served or how: `strict_mode: true` and non-empty
+`routing_rules` are refused with an explanation instead.
+
+The reference for every field is docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from onwards.config.env import EnvReferenceError, expand_env
+from onwards.config.errors import ConfigError
+from onwards.config.model import (
+    Check,
+    ConcurrencyCheck,
+    FallbackSpec,
+    HttpPool,
+    KeyDefinition,
+    LimitsSettings,
+    Provider,
+    RateCheck,
+    Scope,
+    Snapshot,
+    Strategy,
+    Target,
+)
+
+log = logging.getLogger("onwards.config")
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+STRATEGIES: tuple[Strategy, ...] = ("weighted_random", "priority")
+
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Headers that describe the message framing; setting them from config would corrupt responses.
+_FRAMING_HEADERS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"}
+)
+# Names that print unquoted in field paths; anything else is shown as ["..."] so the path stays readable.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-.:/@+]+")
+# How many unused-field paths one debug line lists before summarising.
+_MAX_LISTED = 50
+
+
+def content_version(raw: bytes) -> str:
+    """A short, stable fingerprint of a config's bytes (12 hex characters of sha256)."""
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def load_config_file(path: str | os.PathLike[str]) -> Snapshot:
+    """Read, decode and validate a config file; its name is the origin in messages."""
+    name = os.fspath(path)
+    try:
+        raw = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"Config file '{name}' does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config file '{name}' is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"Config file '{name}' cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file '{name}' cannot be read: {exc.strerror or exc}") from None
+    return parse_config_bytes(raw, name)
+
+
+def parse_config_bytes(raw: bytes, origin: str, version: str | None = None) -> Snapshot:
+    """Decode JSON bytes and validate them; the version defaults to content_version(raw)."""
+    # Some editors save JSON with a UTF-8 byte order mark; it carries no meaning, so skip it.
+    body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", origin=origin
+        ) from None
+    return parse_config(data, origin, content_version(raw) if version is None else version)
+
+
+def parse_config(data: object, origin: str, version: str | None = None) -> Snapshot:
+    """Validate already-decoded JSON and build the Snapshot.
+
+    `${VAR}` references are filled from os.environ as they are read. Without a version,
+    the version is a fingerprint of the data itself (sorted keys, so order does not matter).
+    """
+    loader = _Loader(origin, os.environ)
+    snapshot = loader.load(data)
+    if version is None:
+        canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
+        version = content_version(canonical)
+    loader.log_unused()
+    return replace(snapshot, version=version, origin=origin)
+
+
+# --------------------------------------------------------------------------------------------
+# Paths and value checks
+
+
+def _child(path: str, name: str) -> str:
+    name = str(name)  # JSON keys are strings; a Python caller's data might not be
+    if not _PLAIN_NAME.fullmatch(name):
+        return f"{path}[{orjson.dumps(name).decode()}]"
+    return f"{path}.{name}" if path else name
+
+
+def _item(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _is_int(value: object) -> bool:
+    # JSON booleans decode to Python bools, which are ints; a config's `true` is never a count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _header_value_problem(value: str) -> str | None:
+    for ch in value:
+        code = ord(ch)
+        if (code < 0x20 and ch != "\t") or code == 0x7F:
+            return "must not contain control characters such as CR or LF"
+        if code > 0xFF:
+            return "must only contain Latin-1 characters (HTTP header values cannot carry other text)"
+    return None
+
+
+def _token_problem(token: str) -> str | None:
+    # The request path reads the bearer token as trimmed ASCII; any other token could never match.
+    if token != token.strip() or any(not 0x20 <= ord(ch) <= 0x7E for ch in token):
+        return "must be printable ASCII without leading or trailing spaces (no bearer token could match it)"
+    return None
+
+
+class _Loader:
+    """One load: the origin for messages, the environment for `${VAR}`, and the unused fields seen."""
+
+    def __init__(self, origin: str, environ: Mapping[str, str]) -> None:
+        self.origin = origin
+        self.environ = environ
+        self.unknown: list[str] = []
+        self.ignored: list[str] = []
+
+    def fail(self, path: str, detail: str) -> NoReturn:
+        raise ConfigError(detail, origin=self.origin, path=path or None)
+
+    def log_unused(self) -> None:
+        for paths, what in (
+            (self.unknown, "unknown fields, ignored"),
+            (self.ignored, "fields this gateway accepts but does not use"),
+        ):
+            if paths and log.isEnabledFor(logging.DEBUG):
+                listed = ", ".join(paths[:_MAX_LISTED])
+                more = f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
+                log.debug("%s: %s: %s%s", self.origin, what, listed, more)
+
+    # -- typed values ------------------------------------------------------------------------
+
+    def string(self, value: object, path: str, *, non_empty: bool = False, hint: str = "") -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, got {_type_name(value)}")
+        try:
+            text = expand_env(value, self.environ)
+        except EnvReferenceError as exc:
+            self.fail(path, str(exc))
+        if non_empty and not text:
+            self.fail(path, f"must be a non-empty string{hint}")
+        return text
+
+    def boolean(self, value: object, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false, got {_type_name(value)}")
+        return value
+
+    def integer(self, value: object, path: str, *, minimum: int) -> int:
+        if not _is_int(value):
+            self.fail(path, f"must be an integer >= {minimum}, got {_type_name(value)}")
+        if value < minimum:  # type: ignore[operator]
+            self.fail(path, f"must be an integer >= {minimum}")
+        return value  # type: ignore[return-value]
+
+    def positive_number(self, value: object, path: str) -> float:
+        if not _is_number(value):
+            self.fail(path, f"must be a positive number, got {_type_name(value)}")
+        if value <= 0:  # type: ignore[operator]
+            self.fail(path, "must be a positive number")
+        return float(value)  # type: ignore[arg-type]
+
+    def fields(self, value: object, path: str) -> _Fields:
+        if not isinstance(value, dict):
+            self.fail(path, f"must be an object, got {_type_name(value)}")
+        return _Fields(self, value, path)
+
+    def array(self, value: object, path: str) -> list[object]:
+        if not isinstance(value, list | tuple):
+            self.fail(path, f"must be a list, got {_type_name(value)}")
+        return list(value)
+
+    # -- the schema --------------------------------------------------------------------------
+
+    def load(self, data: object) -> Snapshot:
+        if not isinstance(data, dict):
+            self.fail("", f"the config must be a JSON object, got {_type_name(data)}")
+        top = _Fields(self, data, "")
+
+        if top.optional_bool("strict_mode", False):
+            self.fail(
+                "strict_mode",
+                "strict mode is not supported by this gateway yet; remove 'strict_mode' or set it to false",
+            )
+
+        keys = _KeyBook(self)
+        auth = top.optional_object("auth")
+        if auth is not None:
+            keys.read(auth)
+
+        targets_path = top.at("targets")
+        targets_data = top.raw("targets")
+        if targets_data is None:
+            self.fail(targets_path, "required")
+        if not isinstance(targets_data, dict):
+            self.fail(targets_path, f"must be an object, got {_type_name(targets_data)}")
+        targets: dict[str, Target] = {}
+        for alias, spec in targets_data.items():
+            if not isinstance(alias, str) or not alias:
+                self.fail(targets_path, "an alias must be a non-empty string")
+            targets[alias] = _TargetReader(self, keys, alias, _child(targets_path, alias)).read(spec)
+
+        http_pool = HttpPool()
+        pool = top.optional_object("http_pool")
+        if pool is not None:
+            http_pool = HttpPool(
+                max_idle_per_host=pool.optional_int("max_idle_per_host", 100, minimum=1),
+                idle_timeout_secs=pool.optional_positive("idle_timeout_secs", 90.0),
+            )
+            pool.finish()
+
+        limits = LimitsSettings()
+        lim = top.optional_object("limits")
+        if lim is not None:
+            limits = self.limits(lim)
+
+        max_body = top.raw("max_body_bytes")
+        max_body_bytes = (
+            DEFAULT_MAX_BODY_BYTES
+            if max_body is None
+            else self.integer(max_body, top.at("max_body_bytes"), minimum=1)
+        )
+        top.finish()
+
+        return Snapshot(
+            targets=targets,
+            keys_by_token=keys.by_token,
+            http_pool=http_pool,
+            limits=limits,
+            max_body_bytes=max_body_bytes,
+        )
+
+    def limits(self, f: _Fields) -> LimitsSettings:
+        default = LimitsSettings()
+        policy = f.optional_string("on_redis_error", default.on_redis_error)
+        if policy not in ("allow", "deny"):
+            self.fail(f.at("on_redis_error"), "must be 'allow' or 'deny'")
+        timeout = f.optional_int("redis_timeout_ms", default.redis_timeout_ms, minimum=1)
+        ttl = f.optional_int("lease_ttl_ms", default.lease_ttl_ms, minimum=1)
+        renew = f.optional_int("renew_interval_ms", default.renew_interval_ms, minimum=1)
+        # A lease renewed no more often than it expires would lapse under a live request.
+        if renew >= ttl and f.has("renew_interval_ms"):
+            self.fail(f.at("renew_interval_ms"), f"must be less than lease_ttl_ms ({ttl})")
+        if renew >= ttl:
+            self.fail(
+                f.at("lease_ttl_ms"),
+                f"must be greater than renew_interval_ms ({renew}, the default); set both",
+            )
+        f.finish()
+        return LimitsSettings(
+            on_redis_error=policy,  # type: ignore[arg-type]
+            redis_timeout_ms=timeout,
+            lease_ttl_ms=ttl,
+            renew_interval_ms=renew,
+        )
+
+    def checks(self, f: _Fields, scope: Scope, limiter_id: str) -> tuple[Check, ...]:
+        """The `rate_limit` / `concurrency_limit` of one scope, rate check first."""
+        out: list[Check] = []
+        rate = f.optional_object("rate_limit")
+        if rate is not None:
+            rps = self.positive_number(rate.required("requests_per_second"), rate.at("requests_per_second"))
+            burst_value = rate.raw("burst_size")
+            burst = (
+                math.ceil(rps)
+                if burst_value is None
+                else self.integer(burst_value, rate.at("burst_size"), minimum=1)
+            )
+            rate.finish()
+            out.append(RateCheck(scope=scope, limiter_id=limiter_id, rate=rps, burst=burst))
+        conc = f.optional_object("concurrency_limit")
+        if conc is not None:
+            limit = self.integer(
+                conc.required("max_concurrent_requests"), conc.at("max_concurrent_requests"), minimum=0
+            )
+            conc.finish()
+            out.append(ConcurrencyCheck(scope=scope, limiter_id=limiter_id, limit=limit))
+        return tuple(out)
+
+    def headers(self, f: _Fields, name: str) -> tuple[tuple[str, str], ...]:
+        """A `response_headers` object: legal names, values safe to put on the wire."""
+        value = f.raw(name)
+        if value is None:
+            return ()
+        path = f.at(name)
+        headers = self.fields(value, path)
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for header, raw in headers.items():
+            if not _HEADER_NAME.fullmatch(header):
+                self.fail(path, f"{orjson.dumps(header).decode()} is not a valid HTTP header name")
+            lowered = header.lower()
+            if lowered in _FRAMING_HEADERS:
+                self.fail(path, f"'{header}' is managed by the gateway and cannot be configured")
+            if lowered in seen:
+                self.fail(path, f"'{header}' is given more than once (header names ignore case)")
+            seen.add(lowered)
+            text = self.string(raw, _child(path, header))
+            problem = _header_value_problem(text)
+            if problem:
+                self.fail(_child(path, header), problem)
+            out.append((header, text))
+        return tuple(out)
+
+
+class _Fields:
+    """One JSON object being read: getters that know each field's path, and a record of
+    which fields were read so the rest can be reported as unknown."""
+
+    def __init__(self, loader: _Loader, data: dict, path: str) -> None:
+        self.loader = loader
+        self.data = data
+        self.path = path
+        self.used: set[str] = set()
+
+    def at(self, name: str) -> str:
+        return _child(self.path, name)
+
+    def raw(self, name: str) -> object:
+        """The field's value, None when absent or null (JSON null means "not set")."""
+        self.used.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def items(self) -> list[tuple[str, object]]:
+        self.used.update(self.data)
+        return list(self.data.items())
+
+    def required(self, name: str) -> object:
+        value = self.raw(name)
+        if value is None:
+            self.loader.fail(self.at(name), "required")
+        return value
+
+    def optional_string(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else self.loader.string(value, self.at(name))
+
+    def optional_bool(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        return default if value is None else self.loader.boolean(value, self.at(name))
+
+    def optional_int(self, name: str, default: int, *, minimum: int) -> int:
+        value = self.raw(name)
+        return default if value is None else self.loader.integer(value, self.at(name), minimum=minimum)
+
+    def optional_positive(self, name: str, default: float) -> float:
+        value = self.raw(name)
+        return default if value is None else self.loader.positive_number(value, self.at(name))
+
+    def optional_object(self, name: str) -> _Fields | None:
+        value = self.raw(name)
+        return None if value is None else self.loader.fields(value, self.at(name))
+
+    def ignore(self, name: str, kind: type | None = None) -> None:
+        """A field the Rust gateway knows and this one accepts without acting on it."""
+        value = self.raw(name)
+        if value is None:
+            return
+        if kind is bool:
+            self.loader.boolean(value, self.at(name))
+        elif kind is dict:
+            self.loader.fields(value, self.at(name))
+        elif kind is int:
+            self.loader.integer(value, self.at(name), minimum=0)
+        elif kind is list:
+            self.loader.array(value, self.at(name))
+        self.loader.ignored.append(self.at(name))
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                self.loader.unknown.append(_child(self.path, name))
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+
+
+class _KeyBook:
+    """`auth`: key definitions by name and by token, and the resolved global keys."""
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.by_name: dict[str, KeyDefinition] = {}
+        self.by_token: dict[str, KeyDefinition] = {}
+        self.global_keys: frozenset[str] = frozenset()
+
+    def read(self, auth: _Fields) -> None:
+        loader = self.loader
+        defs = auth.optional_object("key_definitions")
+        if defs is not None:
+            for name, spec in defs.items():
+                if not isinstance(name, str) or not name:
+                    loader.fail(defs.path, "a key definition name must be a non-empty string")
+                path = defs.at(name)
+                f = loader.fields(spec, path)
+                token = loader.string(f.required("key"), f.at("key"), non_empty=True)
+                problem = _token_problem(token)
+                if problem:
+                    loader.fail(f.at("key"), problem)
+                holder = self.by_token.get(token)
+                if holder is not None:
+                    loader.fail(
+                        f.at("key"),
+                        f"same token as key definition '{holder.name}'; a token can belong to one definition",
+                    )
+                checks = loader.checks(f, "key", f"key:{name}")
+                labels: tuple[tuple[str, str], ...] = ()
+                raw_labels = f.optional_object("labels")
+                if raw_labels is not None:
+                    labels = tuple(
+                        (label, loader.string(value, raw_labels.at(label)))
+                        for label, value in raw_labels.items()
+                    )
+                f.finish()
+                definition = KeyDefinition(name=name, key=token, checks=checks, labels=labels)
+                self.by_name[name] = definition
+                self.by_token[token] = definition
+            defs.finish()
+        # The Rust parser insists on global_keys whenever auth is present; its own docs don't.
+        self.global_keys = self.key_list(auth, "global_keys") or frozenset()
+        auth.finish()
+
+    def key_list(self, f: _Fields, name: str) -> frozenset[str] | None:
+        """A list of accepted keys, each a literal token or a key definition name."""
+        value = f.raw(name)
+        if value is None:
+            return None
+        path = f.at(name)
+        tokens: set[str] = set()
+        for index, entry in enumerate(self.loader.array(value, path)):
+            entry_path = _item(path, index)
+            token = self.resolve(self.loader.string(entry, entry_path, non_empty=True), entry_path)
+            problem = _token_problem(token)
+            if problem:
+                self.loader.fail(entry_path, problem)
+            tokens.add(token)
+        return frozenset(tokens)
+
+    def resolve(self, entry: str, path: str) -> str:
+        named = self.by_name.get(entry)
+        if named is None:
+            return entry
+        holder = self.by_token.get(entry)
+        if holder is not None and holder.name != named.name:
+            # Either reading would be a guess, and a wrong guess grants someone else's access.
+            self.loader.fail(
+                path,
+                f"is both the name of a key definition and the token of key definition '{holder.name}'; "
+                "rename one of them",
+            )
+        return named.key
+
+
+# --------------------------------------------------------------------------------------------
+# Targets and providers
+
+
+class _TargetReader:
+    """One alias in all three shapes: pool, legacy list of providers, single provider."""
+
+    def __init__(self, loader: _Loader, keys: _KeyBook, alias: str, path: str) -> None:
+        self.loader = loader
+        self.keys = keys
+        self.alias = alias
+        self.path = path
+        # Provider limiter ids already used in this pool -> how often (see provider()).
+        self.limiter_ids: dict[str, int] = {}
+
+    def read(self, spec: object) -> Target:
+        if isinstance(spec, dict):
+            if spec.get("providers") is not None:
+                return self.pool(_Fields(self.loader, spec, self.path))
+            if spec.get("url") is not None:
+                return self.single(_Fields(self.loader, spec, self.path))
+        elif isinstance(spec, list | tuple):
+            return self.legacy(list(spec))
+        self.loader.fail(self.path, "must have 'url' or 'providers', or be a list of providers")
+
+    def access(self, own: frozenset[str] | None) -> frozenset[str] | None:
+        """Global keys join a target's own keys, and protect targets that have none."""
+        glob = self.keys.global_keys
+        if own is not None:
+            return own | glob
+        return glob if glob else None
+
+    def pool(self, f: _Fields) -> Target:
+        loader = self.loader
+        strategy = f.optional_string("strategy", "weighted_random")
+        if strategy not in STRATEGIES:
+            loader.fail(f.at("strategy"), "must be 'weighted_random' or 'priority'")
+        fallback = self.fallback(f)
+        own_keys = self.keys.key_list(f, "keys")
+        checks = loader.checks(f, "target", f"target:{self.alias}")
+        headers = loader.headers(f, "response_headers")
+        sanitize = f.optional_bool("sanitize_response", False)
+        rules = f.raw("routing_rules")
+        if rules is not None and loader.array(rules, f.at("routing_rules")):
+            # Rules can deny access; ignoring them would quietly let those requests through.
+            loader.fail(
+                f.at("routing_rules"),
+                "routing rules are not supported by this gateway yet; remove them or use separate aliases",
+            )
+        if rules is not None:
+            loader.ignored.append(f.at("routing_rules"))
+        f.ignore("trusted", bool)
+        f.ignore("open_responses", dict)
+        f.ignore("url")  # a pool's providers win over a top-level url, as in the Rust gateway
+
+        providers_path = f.at("providers")
+        providers: list[Provider] = []
+        for index, item in enumerate(loader.array(f.required("providers"), providers_path)):
+            pf = loader.fields(item, _item(providers_path, index))
+            provider = self.provider(pf, index, sanitize_floor=sanitize, own_limits=True)
+            pf.finish()
+            providers.append(provider)
+        f.finish()
+        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize)  # type: ignore[arg-type]
+
+    def single(self, f: _Fields) -> Target:
+        own_keys = self.keys.key_list(f, "keys")
+        # One provider's own limits and its target's limits are the same thing; they are
+        # admitted once, with the target, before the provider is tried.
+        checks = self.loader.checks(f, "target", f"target:{self.alias}")
+        provider = self.provider(f, 0, sanitize_floor=False, own_limits=False)
+        f.finish()
+        return self.target(
+            [provider], "weighted_random", FallbackSpec(), own_keys, checks, (), provider.sanitize_response
+        )
+
+    def legacy(self, items: list[object]) -> Target:
+        loader = self.loader
+        own_keys: frozenset[str] | None = None
+        providers: list[Provider] = []
+        for index, item in enumerate(items):
+            path = _item(self.path, index)
+            f = loader.fields(item, path)
+            if index == 0:
+                own_keys = self.keys.key_list(f, "keys")
+            else:
+                f.ignore("keys", list)  # only the first element's keys count, as in the Rust gateway
+            providers.append(self.provider(f, index, sanitize_floor=False, own_limits=True))
+            f.finish()
+        return self.target(providers, "weighted_random", FallbackSpec(), own_keys, (), (), False)
+
+    def target(
+        self,
+        providers: list[Provider],
+        strategy: Strategy,
+        fallback: FallbackSpec,
+        own_keys: frozenset[str] | None,
+        checks: tuple[Check, ...],
+        headers: tuple[tuple[str, str], ...],
+        sanitize: bool,
+    ) -> Target:
+        return Target(
+            alias=self.alias,
+            providers=tuple(providers),
+            strategy=strategy,
+            fallback=fallback,
+            keys=self.access(own_keys),
+            checks=checks,
+            response_headers=headers,
+            sanitize_response=sanitize,
+            weights=tuple(p.weight for p in providers),
+        )
+
+    def fallback(self, pool: _Fields) -> FallbackSpec:
+        f = pool.optional_object("fallback")
+        if f is None:
+            return FallbackSpec()
+        loader = self.loader
+        statuses: list[int] = []
+        raw_statuses = f.raw("on_status")
+        if raw_statuses is not None:
+            path = f.at("on_status")
+            for index, value in enumerate(loader.array(raw_statuses, path)):
+                if not _is_int(value) or not 1 <= value <= 599:  # type: ignore[operator]
+                    loader.fail(
+                        _item(path, index),
+                        "must be an integer from 1 to 599 (5 means 5xx, 50 means 500-509)",
+                    )
+                statuses.append(value)  # type: ignore[arg-type]
+        max_attempts = f.raw("max_attempts")
+        spec = FallbackSpec(
+            enabled=f.optional_bool("enabled", False),
+            on_status=tuple(statuses),
+            on_rate_limit=f.optional_bool("on_rate_limit", False),
+            max_attempts=None
+            if max_attempts is None
+            else loader.integer(max_attempts, f.at("max_attempts"), minimum=1),
+            with_replacement=f.optional_bool("with_replacement", False),
+        )
+        f.ignore("backoff", dict)
+        f.ignore("max_total_backoff_ms", int)
+        f.finish()
+        return spec
+
+    def provider(self, f: _Fields, index: int, *, sanitize_floor: bool, own_limits: bool) -> Provider:
+        loader = self.loader
+        url, base_path = self.url(f)
+        key_value = f.raw("onwards_key")
+        key = (
+            None
+            if key_value is None
+            else loader.string(
+                key_value,
+                f.at("onwards_key"),
+                non_empty=True,
+                hint=" (leave the field out to send no upstream credential)",
+            )
+        )
+        model_value = f.raw("onwards_model")
+        model = (
+            None if model_value is None else loader.string(model_value, f.at("onwards_model"), non_empty=True)
+        )
+        weight = f.optional_int("weight", 1, minimum=0)
+
+        header_name = f.optional_string("upstream_auth_header_name", "Authorization")
+        if not _HEADER_NAME.fullmatch(header_name):
+            loader.fail(f.at("upstream_auth_header_name"), "must be a valid HTTP header name")
+        if header_name.lower() in _FRAMING_HEADERS or header_name.lower() == "host":
+            loader.fail(f.at("upstream_auth_header_name"), f"'{header_name}' is managed by the gateway")
+        prefix = f.optional_string("upstream_auth_header_prefix", "Bearer ")
+        auth_header = None
+        if key is not None:
+            for field, text in (("upstream_auth_header_prefix", prefix), ("onwards_key", key)):
+                problem = _header_value_problem(text)
+                if problem:
+                    loader.fail(f.at(field), problem)
+            auth_header = (header_name, prefix + key)
+
+        timeout_value = f.raw("request_timeout_secs")
+        timeout = (
+            None
+            if timeout_value is None
+            else loader.positive_number(timeout_value, f.at("request_timeout_secs"))
+        )
+        checks: tuple[Check, ...] = ()
+        # Only limited providers take an id, so unlimited neighbours cannot shift it.
+        if own_limits and (f.raw("rate_limit") is not None or f.raw("concurrency_limit") is not None):
+            checks = loader.checks(f, "provider", self.provider_limiter_id(url, model, key))
+        headers = loader.headers(f, "response_headers")
+        sanitize = f.optional_bool("sanitize_response", False) or sanitize_floor
+        for name, kind in (
+            ("trusted", bool),
+            ("propagate_trace_context", bool),
+            ("open_responses", dict),
+            ("reasoning_translation", dict),
+        ):
+            f.ignore(name, kind)
+        return Provider(
+            alias=self.alias,
+            index=index,
+            url=url,
+            base_path=base_path,
+            onwards_model=model,
+            weight=weight,
+            auth_header=auth_header,
+            response_headers=headers,
+            sanitize_response=sanitize,
+            request_timeout_secs=timeout,
+            checks=checks,
+            label=f"{self.alias}/{index}",
+        )
+
+    def url(self, f: _Fields) -> tuple[str, str]:
+        """The provider URL, normalised to end with "/", and its path without that "/"."""
+        path = f.at("url")
+        text = self.loader.string(f.required("url"), path)
+        bad = "must be an absolute http(s) URL"
+        if any(ch.isspace() for ch in text):
+            self.loader.fail(path, f"{bad} without spaces")
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+        except ValueError:
+            self.loader.fail(path, f"{bad} with a valid host and port")
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            self.loader.fail(path, bad)
+        if parts.query or parts.fragment or text.endswith(("?", "#")):
+            # Request paths are joined onto this URL, which would drop a query or fragment.
+            self.loader.fail(path, f"{bad} without a query string or fragment")
+        base_path = parts.path.rstrip("/")
+        url = urlunsplit((parts.scheme.lower(), parts.netloc, base_path + "/", "", ""))
+        return url, base_path
+
+    def provider_limiter_id(self, url: str, model: str | None, key: str | None) -> str:
+        """`provider:<alias>:<hash>`: the same provider keeps its limiter across reorders and
+        reloads, and the id reveals nothing about the key it was derived from."""
+        material = f"{url}\0{model or ''}\0{key or ''}".encode()
+        limiter_id = f"provider:{self.alias}:{hashlib.sha256(material).hexdigest()[:10]}"
+        # Two identical limited entries in one pool are separate providers with separate limits.
+        seen = self.limiter_ids.get(limiter_id, 0) + 1
+        self.limiter_ids[limiter_id] = seen
+        return limiter_id if seen == 1 else f"{limiter_id}~{seen}"
