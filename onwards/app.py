@@ -68,7 +68,13 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         snapshot = await _load_initial(settings)
-        limiter = build_limiter(settings.redis_url, settings.redis_prefix, snapshot.limits)
+        limiter = build_limiter(
+            settings.redis_url,
+            settings.redis_prefix,
+            snapshot.limits,
+            on_state_change=gateway.metrics.limiter_state,
+            on_error=gateway.metrics.limiter_error,
+        )
         await limiter.start(snapshot.limits)
         gateway.limiter = limiter
         gateway.session = build_session(gateway.http_pool(snapshot))

@@ -1,0 +1,112 @@
+"""Redis key names of the limiter, and the validation of what goes into them.
+
+Layout: ``<prefix>:{<tag>}:rl:<limiter_id>`` for a token bucket (a hash) and
+``<prefix>:{<tag>}:cc:<limiter_id>`` for a concurrency semaphore (a sorted set), for example
+``onwards:{onwards}:rl:target:gpt-4``. The ``{<tag>}`` part is a Redis Cluster hash tag: every key of
+one gateway hashes to the same slot, which is what lets one script touch the key, target and
+provider limits of a request together. The tag comes before the limiter id on purpose: Cluster
+hashes the first ``{...}`` of a key, so braces inside a key or target name cannot move the slot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCheck
+
+DEFAULT_PREFIX = "onwards"
+
+
+def _check_part(what: str, value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"limiter key {what} must be a non-empty string, got {value!r}")
+    if "{" in value or "}" in value:
+        # A brace here would change which part of the key Redis Cluster hashes.
+        raise ValueError(f"limiter key {what} must not contain '{{' or '}}', got {value!r}")
+    if any(ch.isspace() for ch in value):
+        raise ValueError(f"limiter key {what} must not contain whitespace, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds the Redis keys of one gateway (one prefix and one hash tag)."""
+
+    prefix: str = DEFAULT_PREFIX
+    tag: str = ""  # empty means "same as the prefix"
+
+    def __post_init__(self) -> None:
+        _check_part("prefix", self.prefix)
+        if self.tag == "":
+            object.__setattr__(self, "tag", self.prefix)
+        _check_part("hash tag", self.tag)
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.tag}}}"
+
+    def bucket(self, limiter_id: str) -> str:
+        return f"{self.base}:rl:{limiter_id}"
+
+    def semaphore(self, limiter_id: str) -> str:
+        return f"{self.base}:cc:{limiter_id}"
+
+    def key_for(self, check: Check) -> str:
+        if isinstance(check, RateCheck):
+            return self.bucket(check.limiter_id)
+        return self.semaphore(check.limiter_id)
+
+    def pattern(self, kind: str = "*", limiter_id: str = "*") -> str:
+        """A SCAN/KEYS glob, e.g. ``pattern("rl", "target:*")``; braces are not glob syntax in Redis."""
+        return f"{self.base}:{kind}:{limiter_id}"
+
+
+def validate_check(check: Check) -> None:
+    """Refuse a check a script could not evaluate sensibly, naming the limiter."""
+    if isinstance(check, RateCheck):
+        if not check.limiter_id:
+            raise ValueError("rate check has an empty limiter_id")
+        rate = check.rate
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise ValueError(f"rate limit {check.limiter_id!r}: rate must be a positive number, got {rate!r}")
+        burst = check.burst
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"rate limit {check.limiter_id!r}: burst must be an integer >= 1, got {burst!r}")
+    elif isinstance(check, ConcurrencyCheck):
+        if not check.limiter_id:
+            raise ValueError("concurrency check has an empty limiter_id")
+        limit = check.limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(
+                f"concurrency limit {check.limiter_id!r}: limit must be an integer >= 0, got {limit!r}"
+            )
+    else:
+        raise TypeError(f"not a limiter check: {check!r}")
+
+
+def validate_checks(checks: Iterable[Check]) -> None:
+    for check in checks:
+        validate_check(check)
+
+
+def validate_settings(settings: LimitsSettings) -> None:
+    """Refuse limiter settings that would break the limiter's promises."""
+    if settings.on_redis_error not in ("allow", "deny"):
+        raise ValueError(f"limits.on_redis_error must be 'allow' or 'deny', got {settings.on_redis_error!r}")
+    for name in ("redis_timeout_ms", "lease_ttl_ms", "renew_interval_ms"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"limits.{name} must be a positive integer (milliseconds), got {value!r}")
+    if settings.renew_interval_ms >= settings.lease_ttl_ms:
+        # A lease would expire between two renewals and a running stream would lose its permit.
+        raise ValueError(
+            f"limits.renew_interval_ms ({settings.renew_interval_ms}) must be shorter than "
+            f"limits.lease_ttl_ms ({settings.lease_ttl_ms})"
+        )

@@ -1,0 +1,367 @@
+"""Cluster-wide limits: token buckets and leased semaphores in Redis, one script call per request.
+
+The scripts in ``lua/`` (shipped as the package ``onwards.lua``) are the specification; this module
+encodes the arguments once per distinct set of checks, calls the scripts by EVALSHA, and keeps a
+dead Redis from slowing requests down: every call is bounded by one ``redis_timeout_ms``, and a
+circuit breaker answers with the failure policy at once until a background probe finds Redis again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCheck
+from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
+from onwards.limits.breaker import CircuitBreaker
+from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_checks, validate_settings
+
+log = logging.getLogger("onwards.limits")
+
+# Errors that mean "Redis did not answer usefully". Anything else is a bug and propagates.
+_FAILURES = (RedisError, OSError, TimeoutError)
+# Distinct check sets are key x target x provider combinations; bound the memo all the same.
+_MAX_PLANS = 4096
+# A damaged key (wrong type) is reported at most this often, not once per request.
+_KEY_ERROR_LOG_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    body: bytes
+    sha: str
+
+
+def load_script(name: str) -> Script:
+    body = importlib.resources.files("onwards.lua").joinpath(f"{name}.lua").read_bytes()
+    return Script(name, body, hashlib.sha1(body).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class _AdmitPlan:
+    """One distinct tuple of checks, encoded once: the EVALSHA arguments around the lease id."""
+
+    checks: tuple[Check, ...]
+    head: tuple[Any, ...]  # EVALSHA, sha, numkeys, keys...
+    tail: tuple[bytes, ...]  # ttl, kinds, params...
+    semaphores: tuple[str, ...]  # limiter ids of the concurrency checks
+    # The ready-made refusal for each concurrency check (None at rate checks).
+    refusals: tuple[Decision | None, ...]
+
+
+def _num(value: float) -> bytes:
+    # repr() round-trips a float exactly, and Lua's tonumber reads it back the same.
+    return repr(value).encode() if isinstance(value, float) else str(value).encode()
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, fit for logs and /ready."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable redis url>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _noop() -> None:
+    return None
+
+
+def _noop_state(state: str) -> None:
+    return None
+
+
+class RedisLimiter:
+    """Limits shared by every worker process of every replica that points at one Redis."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        settings: LimitsSettings | None = None,
+        *,
+        hash_tag: str | None = None,
+        client: aioredis.Redis | None = None,
+        on_state_change: Callable[[str], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+        max_connections: int | None = None,
+        cooldown_s: float = 1.0,
+        max_cooldown_s: float = 10.0,
+    ) -> None:
+        if (url is None) == (client is None):
+            raise ValueError("RedisLimiter needs exactly one of a Redis url or a client")
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"Redis url must start with redis://, rediss:// or unix://, got {redact_url(url)!r}"
+            )
+        self._url = url
+        self._client: aioredis.Redis | None = client
+        self._owns_client = client is None
+        self._max_connections = max_connections
+        self.keys = KeySpace(prefix, hash_tag or "")
+        self._on_error = on_error or _noop
+        self._admit = load_script("admit")
+        self._release = load_script("release")
+        self._renew = load_script("renew")
+        self._breaker = CircuitBreaker(
+            self._probe,
+            name=f"Redis limiter ({self._where()})",
+            base_delay=cooldown_s,
+            max_delay=max_cooldown_s,
+            on_state_change=on_state_change or _noop_state,
+            on_probe_error=self._count_error,
+        )
+        self._plans: dict[tuple[Check, ...], _AdmitPlan] = {}
+        self._lease_heads: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        self._last_key_error = float("-inf")
+        self.configure(settings or LimitsSettings())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def configure(self, settings: LimitsSettings) -> None:
+        validate_settings(settings)
+        self._settings = settings
+        self._timeout = settings.redis_timeout_ms / 1000
+        self._ttl = _num(settings.lease_ttl_ms)
+        if settings.on_redis_error == "allow":
+            self._fallback: Decision | None = Decision(allowed=True, degraded=True)
+        else:
+            self._fallback = None
+        # Plans carry the lease ttl; rebuild them lazily under the new settings.
+        self._plans = {}
+        if self._client is not None and self._owns_client:
+            # New connections pick these up; every call is bounded by asyncio.timeout anyway.
+            kwargs = self._client.connection_pool.connection_kwargs
+            kwargs["socket_timeout"] = self._timeout
+            kwargs["socket_connect_timeout"] = self._timeout
+
+    async def start(self, settings: LimitsSettings) -> None:
+        self.configure(settings)
+        if self._client is None:
+            assert self._url is not None
+            extra = {} if self._max_connections is None else {"max_connections": self._max_connections}
+            self._client = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                # redis-py retries failed commands by default; a retry would double the wait of a
+                # request when Redis is dead. The breaker is the retry policy here.
+                retry=Retry(NoBackoff(), 0),
+                **extra,
+            )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._load_scripts()
+        except _FAILURES as exc:
+            # Serve anyway under the failure policy; the breaker's probe loads the scripts later.
+            self._count_error()
+            self._breaker.trip(exc)
+
+    async def close(self) -> None:
+        await self._breaker.close()
+        client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            await client.aclose()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return not self._breaker.is_open
+
+    @property
+    def state(self) -> str:
+        return self._breaker.state
+
+    @property
+    def description(self) -> str:
+        return (
+            f"shared limits in Redis at {self._where()} (keys {self.keys.base}:*), "
+            "exact across workers and replicas"
+        )
+
+    @property
+    def settings(self) -> LimitsSettings:
+        return self._settings
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def admit(self, checks: Sequence[Check]) -> Decision:
+        if not checks:
+            return ALLOW
+        if type(checks) is not tuple:
+            checks = tuple(checks)
+        plan = self._plans.get(checks)
+        if plan is None:
+            plan = self._plan(checks)
+        if self._breaker.is_open:
+            return self._degraded()
+        lease_id = os.urandom(16).hex() if plan.semaphores else ""
+        try:
+            async with asyncio.timeout(self._timeout):
+                reply = await self._call((*plan.head, lease_id, *plan.tail))
+        except _FAILURES as exc:
+            self._failed("admit", exc)
+            return self._degraded()
+        self._breaker.record_success()
+        if reply == 0:
+            if not plan.semaphores:
+                return ALLOW
+            return Decision(allowed=True, lease=Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
+        index = int(reply[0]) - 1
+        refusal = plan.refusals[index]
+        if refusal is not None:
+            return refusal
+        return Decision(allowed=False, refused=plan.checks[index], retry_after=max(int(reply[1]), 1) / 1000)
+
+    async def release(self, lease: Lease) -> None:
+        await self._lease_call("release", self._release, lease, ())
+
+    async def renew(self, lease: Lease) -> None:
+        await self._lease_call("renew", self._renew, lease, (_num(lease.ttl_ms),))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _plan(self, checks: tuple[Check, ...]) -> _AdmitPlan:
+        validate_checks(checks)
+        keys: list[bytes] = []
+        params: list[bytes] = []
+        kinds = bytearray()
+        semaphores: list[str] = []
+        refusals: list[Decision | None] = []
+        for check in checks:
+            keys.append(self.keys.key_for(check).encode())
+            if isinstance(check, RateCheck):
+                kinds += b"r"
+                params += (_num(float(check.rate)), _num(check.burst))
+                refusals.append(None)
+            else:
+                assert isinstance(check, ConcurrencyCheck)
+                kinds += b"c"
+                params += (_num(check.limit), b"")
+                semaphores.append(check.limiter_id)
+                refusals.append(Decision(allowed=False, refused=check))
+        plan = _AdmitPlan(
+            checks=checks,
+            head=("EVALSHA", self._admit.sha, len(keys), *keys),
+            tail=(self._ttl, bytes(kinds), *params),
+            semaphores=tuple(semaphores),
+            refusals=tuple(refusals),
+        )
+        if len(self._plans) >= _MAX_PLANS:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[checks] = plan
+        return plan
+
+    def _lease_head(self, script: Script, limiter_ids: tuple[str, ...]) -> tuple[Any, ...]:
+        memo = (script.name, *limiter_ids)
+        head = self._lease_heads.get(memo)
+        if head is None:
+            keys = [self.keys.semaphore(limiter_id).encode() for limiter_id in limiter_ids]
+            head = ("EVALSHA", script.sha, len(keys), *keys)
+            if len(self._lease_heads) >= _MAX_PLANS:
+                self._lease_heads.pop(next(iter(self._lease_heads)))
+            self._lease_heads[memo] = head
+        return head
+
+    async def _lease_call(self, what: str, script: Script, lease: Lease, extra: tuple[bytes, ...]) -> None:
+        # Never raises: a permit that is not given back or renewed comes back when its lease expires.
+        if not lease.limiter_ids or self._breaker.is_open or self._client is None:
+            return
+        try:
+            head = self._lease_head(script, lease.limiter_ids)
+            async with asyncio.timeout(self._timeout):
+                held = await self._call((*head, lease.lease_id, *extra))
+        except _FAILURES as exc:
+            self._failed(what, exc)
+            return
+        except Exception:
+            log.exception("unexpected error in limiter %s", what)
+            return
+        self._breaker.record_success()
+        if held != len(lease.limiter_ids):
+            log.debug(
+                "%s of lease %s: %s of %d permits were still held",
+                what,
+                lease.lease_id,
+                held,
+                len(lease.limiter_ids),
+            )
+
+    async def _call(self, args: tuple[Any, ...]) -> Any:
+        client = self._client
+        if client is None:
+            raise ConnectionError("RedisLimiter used before start()")
+        try:
+            return await client.execute_command(*args)
+        except NoScriptError:
+            # Redis restarted, failed over or was flushed: the script cache is empty.
+            await self._load_scripts()
+            return await client.execute_command(*args)
+
+    async def _load_scripts(self) -> None:
+        client = self._client
+        if client is None:
+            raise ConnectionError("RedisLimiter used before start()")
+        for script in (self._admit, self._release, self._renew):
+            sha = await client.execute_command("SCRIPT", "LOAD", script.body)
+            if isinstance(sha, bytes):
+                sha = sha.decode()
+            if sha != script.sha:
+                raise ResponseError(f"SCRIPT LOAD of {script.name}.lua returned {sha}, expected {script.sha}")
+
+    async def _probe(self) -> None:
+        async with asyncio.timeout(self._timeout):
+            if self._client is None:
+                raise ConnectionError("RedisLimiter is closed")
+            await self._client.execute_command("PING")
+            await self._load_scripts()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._count_error()
+        if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+            # Redis answered; one limiter's key holds something else. Opening the circuit would
+            # put every other limit under the failure policy because of one damaged key.
+            now = time.monotonic()
+            if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
+                self._last_key_error = now
+                log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
+            return
+        log.debug("limiter %s failed: %r", what, exc)
+        self._breaker.trip(exc)
+
+    def _degraded(self) -> Decision:
+        if self._fallback is None:
+            raise LimiterUnavailable(
+                f"Redis limiter at {self._where()} is unavailable and limits.on_redis_error is deny"
+            )
+        return self._fallback
+
+    def _count_error(self) -> None:
+        try:
+            self._on_error()
+        except Exception:
+            log.exception("on_error hook failed")
+
+    def _where(self) -> str:
+        if self._url is not None:
+            return redact_url(self._url)
+        return "injected client"
