@@ -41,7 +41,7 @@ def attempt_order(target: Target, rng: random.Random = random._inst) -> Iterator
         while remaining and given < budget:
             total = sum(weights[i] for i in remaining)
             pick = rng.random() * total
-            for pos, i in enumerate(remaining):
+            for pos, i in enumerate(remaining):  # noqa: B007 - pos is the pick, used after the loop
                 pick -= weights[i]
                 if pick < 0:
                     break

@@ -149,7 +149,18 @@ class ProxyHandler:
 
         forward_headers.append(("x-request-id", request_id))
         exchange = _Exchange(
-            gw, scope, receive, send, tplan, keydef, body, decoded, model, forward_headers, rid_header, outcome
+            gw,
+            scope,
+            receive,
+            send,
+            tplan,
+            keydef,
+            body,
+            decoded,
+            model,
+            forward_headers,
+            rid_header,
+            outcome,
         )
         status = await exchange.run()
         return request_id, status
@@ -252,7 +263,9 @@ class _Exchange:
         Returns an error to try the next provider with, or None when admitted; raises when
         the request must be refused outright.
         """
-        base = self.tplan.target.checks if self.keydef is None else self.keydef.checks + self.tplan.target.checks
+        base = (
+            self.tplan.target.checks if self.keydef is None else self.keydef.checks + self.tplan.target.checks
+        )
         checks = pplan.checks if base_admitted else base + pplan.checks
         if not checks:
             return None
@@ -261,7 +274,9 @@ class _Exchange:
             decision = await gw.limiter.admit(checks)
         except LimiterUnavailable:
             self.outcome.limiter = "unavailable"
-            raise GatewayError(503, errors.LIMITER_UNAVAILABLE, log="limiter unavailable, policy deny") from None
+            raise GatewayError(
+                503, errors.LIMITER_UNAVAILABLE, log="limiter unavailable, policy deny"
+            ) from None
         if decision.allowed:
             self.outcome.limiter = "degraded" if decision.degraded else "allowed"
             if decision.lease is not None:
@@ -278,7 +293,9 @@ class _Exchange:
             headers: tuple[tuple[bytes, bytes], ...] = ()
             if decision.retry_after is not None:
                 headers = ((b"retry-after", str(max(1, math.ceil(decision.retry_after))).encode()),)
-            error = GatewayError(429, errors.RATE_LIMITED[refused.scope], headers, log=f"rate limit of {refused.scope}")
+            error = GatewayError(
+                429, errors.RATE_LIMITED[refused.scope], headers, log=f"rate limit of {refused.scope}"
+            )
         else:
             error = GatewayError(
                 429, errors.CONCURRENCY_LIMITED[refused.scope], log=f"concurrency limit of {refused.scope}"
@@ -351,8 +368,10 @@ class _Exchange:
             attempts += 1
             self.outcome.attempts = attempts
             self.outcome.provider = pplan.label
+            # A body that cannot be rewritten is the client's error: no other provider would do better.
+            body = self._upstream_body(pplan)
             try:
-                response, ttfb = await self._send_upstream(pplan)
+                response, ttfb = await self._send_upstream(pplan, body)
             except GatewayError as exc:
                 if not fallback.enabled:
                     raise
@@ -376,15 +395,26 @@ class _Exchange:
             raise last_error
         raise GatewayError(503, errors.NO_PROVIDER, log="target has no selectable provider")
 
-    async def _send_upstream(self, pplan: ProviderPlan) -> tuple[aiohttp.ClientResponse, float]:
+    def _upstream_body(self, pplan: ProviderPlan) -> bytes:
+        onwards_model = pplan.provider.onwards_model
+        if onwards_model is not None and self.body:
+            return self._rewrite_model(onwards_model)
+        return self.body
+
+    async def _send_upstream(self, pplan: ProviderPlan, body: bytes) -> tuple[aiohttp.ClientResponse, float]:
         scope = self.scope
         headers = self.forward_headers
+        if pplan.sanitize:
+            # The sanitizer parses the body: a gzip-compressed one would fail as JSON, and compressed
+            # SSE would pass through unsanitized. "identity" rather than no header, which allows any coding.
+            headers = [h for h in headers if h[0] != "accept-encoding"]
+            headers.append(("accept-encoding", "identity"))
         if pplan.auth is not None:
-            headers = [*headers, pplan.auth]
-        body = self.body
-        onwards_model = pplan.provider.onwards_model
-        if onwards_model is not None and body:
-            body = self._rewrite_model(onwards_model)
+            # The provider credential replaces a caller header of the same (custom) name; sent
+            # together, an upstream reading the first value would take the caller's.
+            auth_name = pplan.auth[0].lower()
+            headers = [h for h in headers if h[0] != auth_name]
+            headers.append(pplan.auth)
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
         url = upstream_url(pplan, path, scope["query_string"])
@@ -408,7 +438,9 @@ class _Exchange:
             raise GatewayError(504, errors.GATEWAY_TIMEOUT, log=f"{pplan.label} timed out") from None
         except aiohttp.ClientConnectorError as exc:
             self.gw.metrics.upstream_error(pplan.label, "connect")
-            raise GatewayError(502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} unreachable: {exc}") from None
+            raise GatewayError(
+                502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} unreachable: {exc}"
+            ) from None
         except (aiohttp.ClientError, OSError) as exc:
             self.gw.metrics.upstream_error(pplan.label, "reset")
             raise GatewayError(
@@ -422,7 +454,9 @@ class _Exchange:
             try:
                 decoded = orjson.loads(self.body)
             except orjson.JSONDecodeError:
-                raise GatewayError(400, errors.INVALID_JSON, log="body is not JSON, cannot rewrite model") from None
+                raise GatewayError(
+                    400, errors.INVALID_JSON, log="body is not JSON, cannot rewrite model"
+                ) from None
             self.decoded = decoded
         if not isinstance(decoded, dict) or "model" not in decoded:
             raise GatewayError(400, errors.MISSING_MODEL, log="body has no model to rewrite")
@@ -444,7 +478,9 @@ class _Exchange:
         is_sse = content_type.startswith("text/event-stream")
         if pplan.sanitize:
             if status >= 300 or status < 200:
-                return await self._send_whole(status, headers, sanitize.sanitized_error_body(status), replace_ct=True)
+                return await self._send_whole(
+                    status, headers, sanitize.sanitized_error_body(status), replace_ct=True
+                )
             if is_sse:
                 return await self._stream(pplan, response, status, headers, sanitize.SseSanitizer(self.model))
             if "/chat/completions" in self.scope["path"]:
@@ -452,7 +488,9 @@ class _Exchange:
                 try:
                     clean = sanitize.sanitize_chat_completion(raw, self.model)
                 except sanitize.SanitizeError as exc:
-                    raise GatewayError(500, errors.INTERNAL, log=f"cannot sanitize {pplan.label} response: {exc}") from None
+                    raise GatewayError(
+                        500, errors.INTERNAL, log=f"cannot sanitize {pplan.label} response: {exc}"
+                    ) from None
                 return await self._send_whole(status, headers, clean)
         length = response.content_length
         if length is not None and not is_sse:
@@ -495,7 +533,8 @@ class _Exchange:
     ) -> int:
         headers.append((b"content-length", str(length).encode()))
         content = response.content
-        if length == 0:
+        # A HEAD answer (and a 304) states the length of a body that is never sent.
+        if length == 0 or status == 304 or self.scope["method"] == "HEAD":
             await self._release_all()
             await self._start(status, headers)
             await self._body(b"", False)
@@ -586,7 +625,9 @@ class _Exchange:
 
 async def _read_body(receive: Receive, content_length: int, limit: int) -> bytes:
     if content_length > limit:
-        raise GatewayError(413, errors.payload_too_large(limit), log=f"content-length {content_length} over limit")
+        raise GatewayError(
+            413, errors.payload_too_large(limit), log=f"content-length {content_length} over limit"
+        )
     message = await receive()
     if message["type"] == "http.disconnect":
         raise ClientGone()

@@ -57,5 +57,10 @@ DROP_DOWNSTREAM: frozenset[bytes] = frozenset(
 )
 
 
+# Browser context comes in families that grow (Sec-Fetch-Storage-Access, new client hints), so
+# these are dropped by prefix rather than by the names known today.
+_DROP_UPSTREAM_PREFIXES = (b"sec-ch-ua", b"sec-fetch-")
+
+
 def forwardable(name: bytes) -> bool:
-    return name not in DROP_UPSTREAM and not name.startswith(b"sec-ch-ua")
+    return name not in DROP_UPSTREAM and not name.startswith(_DROP_UPSTREAM_PREFIXES)

@@ -19,7 +19,9 @@ def requested_model(override: bytes | None, body: bytes) -> tuple[str, object | 
     """
     if override is not None:
         if not _visible_ascii(override):
-            raise GatewayError(400, errors.MODEL_OVERRIDE_INVALID, log="model-override header is not visible ASCII")
+            raise GatewayError(
+                400, errors.MODEL_OVERRIDE_INVALID, log="model-override header is not visible ASCII"
+            )
         return override.decode("ascii"), None
     if not body:
         raise GatewayError(400, errors.MISSING_MODEL, log="no model: empty body and no model-override header")
