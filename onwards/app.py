@@ -121,7 +121,9 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
         # With policy allow a failing Redis still serves (unlimited), so the replica stays in
         # rotation; with deny it would only answer 503s, so it reports not ready.
         if not limiter.healthy and policy == "deny":
-            return JSONResponse({"status": "limiter_unavailable", "limiter": limiter.description}, status_code=503)
+            return JSONResponse(
+                {"status": "limiter_unavailable", "limiter": limiter.description}, status_code=503
+            )
         return JSONResponse(
             {
                 "status": "ready",
@@ -151,7 +153,11 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             Route("/ready", ready, methods=["GET"]),
             Route("/v1/models", models, methods=["GET"]),
             Route("/models", models, methods=["GET"]),
-            Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+            Route(
+                "/{path:path}",
+                not_found,
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            ),
         ],
         lifespan=lifespan,
     )

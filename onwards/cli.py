@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -57,13 +58,17 @@ def _env_num(name: str, kind: type, default: object) -> object:
         raise SystemExit(f"onwards: error: ONWARDS_{name}: expected a number, got {raw!r}") from None
 
 
-def _bool_flag(parser: argparse.ArgumentParser, name: str, short: str | None, default: bool, help_: str) -> None:
+def _bool_flag(
+    parser: argparse.ArgumentParser, name: str, short: str | None, default: bool, help_: str
+) -> None:
     """--name, --name=false, --name false and --no-name all work (the onwards docs show each)."""
     names = [f"--{name}"] + ([short] if short else [])
     parser.add_argument(
         *names, nargs="?", const=True, type=parse_bool, default=default, metavar="BOOL", help=help_
     )
-    parser.add_argument(f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument(
+        f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,13 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
         "without it limits are enforced per process",
     )
     p.add_argument(
-        "--redis-prefix", default=_env("REDIS_PREFIX") or "onwards", help="prefix of every Redis key (onwards)"
+        "--redis-prefix",
+        default=_env("REDIS_PREFIX") or "onwards",
+        help="prefix of every Redis key (onwards)",
     )
-    _bool_flag(p, "config-from-redis", None, _env_bool("CONFIG_FROM_REDIS", False),
-               "load the config stored by `onwards config push` and follow its updates")
+    _bool_flag(
+        p,
+        "config-from-redis",
+        None,
+        _env_bool("CONFIG_FROM_REDIS", False),
+        "load the config stored by `onwards config push` and follow its updates",
+    )
     _bool_flag(p, "watch", "-w", _env_bool("WATCH", True), "reload the config file when it changes (true)")
     _bool_flag(p, "metrics", "-m", _env_bool("METRICS", True), "serve Prometheus metrics (true)")
-    p.add_argument("--metrics-host", default=_env("METRICS_HOST") or "0.0.0.0", help="metrics address (0.0.0.0)")
+    p.add_argument(
+        "--metrics-host", default=_env("METRICS_HOST") or "0.0.0.0", help="metrics address (0.0.0.0)"
+    )
     p.add_argument(
         "--metrics-port", type=int, default=_env_num("METRICS_PORT", int, 9090), help="metrics port (9090)"
     )
@@ -121,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_num("BACKPRESSURE", int, 4096),
         help="connections each worker serves at once before new ones wait (4096)",
     )
-    p.add_argument("--backlog", type=int, default=_env_num("BACKLOG", int, 2048), help="listen backlog (2048)")
+    p.add_argument(
+        "--backlog", type=int, default=_env_num("BACKLOG", int, 2048), help="listen backlog (2048)"
+    )
     p.add_argument("-V", "--version", action="version", version=f"onwards {__version__}")
     return p
 
@@ -181,11 +197,14 @@ def serve(settings: Settings) -> int:
     from granian.server import Server
 
     exporter = None
+    own_dir: str | None = None
     if settings.metrics:
         from onwards.metrics import prepare_multiprocess_dir, start_exporter, stop_exporter
 
         try:
-            multiproc_dir = prepare_multiprocess_dir(os.environ.get("ONWARDS_METRICS_DIR"))
+            given_dir = os.environ.get("ONWARDS_METRICS_DIR")
+            multiproc_dir = prepare_multiprocess_dir(given_dir)
+            own_dir = None if given_dir else multiproc_dir
             exporter = start_exporter(settings.metrics_port, settings.metrics_host, multiproc_dir)
         except (ValueError, RuntimeError, OSError) as exc:
             print(f"onwards: error: metrics: {exc}", file=sys.stderr)
@@ -214,6 +233,8 @@ def serve(settings: Settings) -> int:
     finally:
         if exporter is not None:
             stop_exporter(exporter)
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
     return 0
 
 

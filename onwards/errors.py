@@ -42,7 +42,9 @@ MODEL_OVERRIDE_INVALID = error_body(
     "The model-override header must be visible ASCII.", "invalid_request_error", "bad_request", "model"
 )
 UNAUTHENTICATED = error_body(
-    "Please supply an authentication token to access this resource", "invalid_request_error", "unauthenticated"
+    "Please supply an authentication token to access this resource",
+    "invalid_request_error",
+    "unauthenticated",
 )
 INVALID_KEY = error_body("Invalid API key.", "invalid_request_error", "invalid_api_key")
 UPSTREAM_UNREACHABLE = error_body(_INTERNAL, "internal_error", "internal_error")

@@ -66,7 +66,11 @@ class Gateway:
             self.metrics.config_reload("ok")
             log.info(
                 "config reloaded",
-                extra={"origin": snapshot.origin, "version": snapshot.version, "targets": len(snapshot.targets)},
+                extra={
+                    "origin": snapshot.origin,
+                    "version": snapshot.version,
+                    "targets": len(snapshot.targets),
+                },
             )
 
     def refuse(self, message: str) -> None:
@@ -78,9 +82,7 @@ class Gateway:
             return
         connector = self.session.connector
         if isinstance(connector, IdleCappedConnector):
-            connector.keep_only(
-                {p.url for t in compiled.targets.values() for p in t.providers}
-            )
+            connector.keep_only({p.url for t in compiled.targets.values() for p in t.providers})
 
     def renew_interval_s(self, ttl_ms: int) -> float:
         assert self.active is not None

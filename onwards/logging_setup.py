@@ -9,7 +9,11 @@ import time
 import orjson
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is ours to print.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +38,9 @@ class PrettyFormatter(logging.Formatter):
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
         line = f"{stamp}.{int(record.msecs):03d} {record.levelname:<7} [{record.process}] {record.name}: "
         line += record.getMessage()
-        extras = [f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and v not in ("", None)]
+        extras = [
+            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and v not in ("", None)
+        ]
         if extras:
             line += "  " + " ".join(extras)
         if record.exc_info:
