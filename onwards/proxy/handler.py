@@ -478,9 +478,9 @@ class _Exchange:
         is_sse = content_type.startswith("text/event-stream")
         if pplan.sanitize:
             if status >= 300 or status < 200:
-                return await self._send_whole(
-                    status, headers, sanitize.sanitized_error_body(status), replace_ct=True
-                )
+                # The upstream's own headers could name the provider; a sanitized error carries none.
+                body = sanitize.sanitized_error_body(status)
+                return await self._send_whole(status, [self.rid_header], body, replace_ct=True)
             if is_sse:
                 return await self._stream(pplan, response, status, headers, sanitize.SseSanitizer(self.model))
             if "/chat/completions" in self.scope["path"]:

@@ -149,7 +149,7 @@ def _delta_choice(choice: Any, i: int) -> dict[str, Any]:
     out = _choice_start(choice, i)
     delta = choice.get("delta")
     # An empty delta rather than null: SDKs read choice.delta.content without a null check.
-    out["delta"] = delta
+    out["delta"] = {} if delta is None else delta
     out["finish_reason"] = _finish_reason(choice, i)
     out["logprobs"] = choice.get("logprobs")
     return out
