@@ -191,11 +191,33 @@ def _validate_config(settings: Settings) -> str:
     return f"{snapshot.origin} (version {snapshot.version}, {len(snapshot.targets)} targets)"
 
 
+def _granian_log_config(log_format: str) -> dict[str, object]:
+    formatter = (
+        "onwards.logging_setup.JsonFormatter"
+        if log_format == "json"
+        else "onwards.logging_setup.PrettyFormatter"
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"onwards": {"()": formatter}},
+        "handlers": {
+            "console": {
+                "formatter": "onwards",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+    }
+
+
 def serve(settings: Settings) -> int:
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels
     from granian.server import Server
 
+    os.environ[SETTINGS_ENV] = settings.to_env()
     exporter = None
     own_dir: str | None = None
     if settings.metrics:
@@ -210,7 +232,6 @@ def serve(settings: Settings) -> int:
             print(f"onwards: error: metrics: {exc}", file=sys.stderr)
             return 2
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    os.environ[SETTINGS_ENV] = settings.to_env()
     server = Server(
         "onwards.app:create_app",
         factory=True,
@@ -226,6 +247,8 @@ def serve(settings: Settings) -> int:
         respawn_failed_workers=True,
         log_level=LogLevels(settings.log_level),
         log_access=False,
+        # Granian's own lines (worker spawn, respawn, crash) in the same format as ours.
+        log_dictconfig=_granian_log_config(settings.log_format),
         workers_kill_timeout=30,
     )
     try:

@@ -309,7 +309,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Same log format as the gateway that started us (its settings are in the environment).
+    from onwards.logging_setup import configure_logging
+    from onwards.settings import Settings
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     args = _parse_args(argv)
     parent = args.parent_pid if args.parent_pid is not None else os.getppid()
     stopping = False

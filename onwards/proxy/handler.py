@@ -467,10 +467,14 @@ class _Exchange:
     async def _respond(self, pplan: ProviderPlan, response: aiohttp.ClientResponse) -> int:
         status = response.status
         overridden = pplan.overridden
+        # The upstream's own x-request-id (OpenAI sends one) is dropped: with ours appended below
+        # the client would get two, and clients join them or pick either.
         headers = [
-            (name.lower(), value)
+            (lname, value)
             for name, value in response.raw_headers
-            if name.lower() not in DROP_DOWNSTREAM and name.lower() not in overridden
+            if (lname := name.lower()) not in DROP_DOWNSTREAM
+            and lname not in overridden
+            and lname != b"x-request-id"
         ]
         headers.extend(pplan.response_headers)
         headers.append(self.rid_header)
