@@ -52,10 +52,11 @@ def _follower(settings: Settings, version: str) -> ConfigFollower | None:
 
         assert settings.redis_url is not None
         return RedisFollower(settings.redis_url, settings.redis_prefix, version)
-    if settings.watch and settings.targets:
+    if settings.targets:
         from onwards.config.sources.file import FileFollower
 
-        return FileFollower(settings.targets, version)
+        # Without --watch the follower still answers SIGHUP: an operator can reload on demand.
+        return FileFollower(settings.targets, version, watch=settings.watch)
     return None
 
 
