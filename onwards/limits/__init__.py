@@ -13,7 +13,7 @@ from onwards.limits.base import ALLOW, Decision, Lease, Limiter, LimiterUnavaila
 from onwards.limits.breaker import CircuitBreaker
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_check, validate_checks, validate_settings
 from onwards.limits.memory import MemoryLimiter
-from onwards.limits.redis import RedisLimiter
+from onwards.limits.redis import WORKER_START_TIMEOUT_S, RedisLimiter
 
 __all__ = [
     "ALLOW",
@@ -56,5 +56,6 @@ def build_limiter(
             hash_tag=hash_tag,
             on_state_change=on_state_change,
             on_error=on_error,
+            start_timeout_s=WORKER_START_TIMEOUT_S,
         )
     return MemoryLimiter(settings)

@@ -29,6 +29,17 @@ from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
 from onwards.limits.breaker import CircuitBreaker
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_checks, validate_settings
 
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # older redis-py has neither the feature nor its side effect
+    _POOL_OPTIONS: dict[str, Any] = {}
+else:
+    # While "maintenance notifications" are on (redis-py 8 turns them on by default with RESP3),
+    # the pool skips its check for connections the server has closed. After a Redis restart or
+    # failover every pooled connection is such a one, and each first call on it failed and
+    # opened the circuit. Onwards does not use the notifications (a Redis Enterprise feature).
+    _POOL_OPTIONS = {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
 log = logging.getLogger("onwards.limits")
 
 # Errors that mean "Redis did not answer usefully". Anything else is a bug and propagates.
@@ -37,6 +48,11 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 _MAX_PLANS = 4096
 # A damaged key (wrong type) is reported at most this often, not once per request.
 _KEY_ERROR_LOG_INTERVAL_S = 60.0
+# Redis connections per worker: an admission holds one for a round trip, so a few carry thousands
+# of requests per second.
+_POOL_SIZE = 16
+# What a gateway worker allows itself to load the scripts at start (see RedisLimiter.start).
+WORKER_START_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,7 @@ class RedisLimiter:
         max_connections: int | None = None,
         cooldown_s: float = 1.0,
         max_cooldown_s: float = 10.0,
+        start_timeout_s: float | None = None,
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisLimiter needs exactly one of a Redis url or a client")
@@ -115,7 +132,12 @@ class RedisLimiter:
         self._url = url
         self._client: aioredis.Redis | None = client
         self._owns_client = client is None
-        self._max_connections = max_connections
+        self._pool_size = max_connections or _POOL_SIZE
+        # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
+        # request: a process's first connection costs far more than later ones, and on a busy host
+        # (every worker starting at once) a request-sized bound failed while Redis was fine,
+        # leaving a fresh worker to serve under the failure policy until the breaker's probe.
+        self._start_timeout = start_timeout_s
         self.keys = KeySpace(prefix, hash_tag or "")
         self._on_error = on_error or _noop
         self._admit = load_script("admit")
@@ -147,39 +169,54 @@ class RedisLimiter:
             self._fallback = None
         # Plans carry the lease ttl; rebuild them lazily under the new settings.
         self._plans = {}
+        self._socket_timeouts(self._timeout)
+
+    def _socket_timeouts(self, seconds: float) -> None:
         if self._client is not None and self._owns_client:
             # New connections pick these up; every call is bounded by asyncio.timeout anyway.
             kwargs = self._client.connection_pool.connection_kwargs
-            kwargs["socket_timeout"] = self._timeout
-            kwargs["socket_connect_timeout"] = self._timeout
+            kwargs["socket_timeout"] = seconds
+            kwargs["socket_connect_timeout"] = seconds
 
     async def start(self, settings: LimitsSettings) -> None:
         self.configure(settings)
         if self._client is None:
             assert self._url is not None
-            extra = {} if self._max_connections is None else {"max_connections": self._max_connections}
-            self._client = aioredis.Redis.from_url(
+            # A blocking pool of a few connections: a burst of admissions waits its turn for a
+            # connection (a round trip each) inside its own timeout. redis-py's default pool opens
+            # one connection per concurrent call, which on a burst costs more than the timeout, and
+            # raises past 100 of them; either failure opened the circuit, turning off the limits
+            # exactly when a burst arrived.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
+                max_connections=self._pool_size,
+                timeout=None,  # the call's asyncio.timeout bounds the wait
                 # redis-py retries failed commands by default; a retry would double the wait of a
                 # request when Redis is dead. The breaker is the retry policy here.
                 retry=Retry(NoBackoff(), 0),
-                **extra,
+                **_POOL_OPTIONS,
             )
+            self._client = aioredis.Redis(connection_pool=pool)
+        bound = self._timeout if self._start_timeout is None else max(self._timeout, self._start_timeout)
+        # The connection opened here (with the start bound on its socket too) serves requests
+        # later; every request's call is bounded by redis_timeout_ms with asyncio.timeout.
+        self._socket_timeouts(bound)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(bound):
                 await self._load_scripts()
         except _FAILURES as exc:
             # Serve anyway under the failure policy; the breaker's probe loads the scripts later.
             self._count_error()
             self._breaker.trip(exc)
+        finally:
+            self._socket_timeouts(self._timeout)
 
     async def close(self) -> None:
         await self._breaker.close()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
+            await client.connection_pool.disconnect()
 
     # -- state -----------------------------------------------------------------------------
 
