@@ -28,6 +28,7 @@ from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCh
 from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
 from onwards.limits.breaker import CircuitBreaker
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_checks, validate_settings
+from onwards.limits.resp import PipelinedRedis, pack_command
 
 try:
     from redis.maint_notifications import MaintNotificationsConfig
@@ -77,6 +78,9 @@ class _AdmitPlan:
     semaphores: tuple[str, ...]  # limiter ids of the concurrency checks
     # The ready-made refusal for each concurrency check (None at rate checks).
     refusals: tuple[Decision | None, ...]
+    # The same command in RESP, around the lease id, for the pipelined client.
+    packed_head: bytes
+    packed_tail: bytes
 
 
 def _num(value: float) -> bytes:
@@ -133,6 +137,11 @@ class RedisLimiter:
         self._client: aioredis.Redis | None = client
         self._owns_client = client is None
         self._pool_size = max_connections or _POOL_SIZE
+        # Without an explicit pool size the limiter uses its own pipelined client (resp.py);
+        # max_connections asks for redis-py's blocking pool instead.
+        self._pool_size_given = max_connections is not None
+        self._pipelined = False
+        self._background: set[asyncio.Task[None]] = set()
         # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
         # request: a process's first connection costs far more than later ones, and on a busy host
         # (every worker starting at once) a request-sized bound failed while Redis was fine,
@@ -172,7 +181,7 @@ class RedisLimiter:
         self._socket_timeouts(self._timeout)
 
     def _socket_timeouts(self, seconds: float) -> None:
-        if self._client is not None and self._owns_client:
+        if isinstance(self._client, aioredis.Redis) and self._owns_client:
             # New connections pick these up; every call is bounded by asyncio.timeout anyway.
             kwargs = self._client.connection_pool.connection_kwargs
             kwargs["socket_timeout"] = seconds
@@ -187,16 +196,22 @@ class RedisLimiter:
             # one connection per concurrent call, which on a burst costs more than the timeout, and
             # raises past 100 of them; either failure opened the circuit, turning off the limits
             # exactly when a burst arrived.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self._pool_size,
-                timeout=None,  # the call's asyncio.timeout bounds the wait
-                # redis-py retries failed commands by default; a retry would double the wait of a
-                # request when Redis is dead. The breaker is the retry policy here.
-                retry=Retry(NoBackoff(), 0),
-                **_POOL_OPTIONS,
-            )
-            self._client = aioredis.Redis(connection_pool=pool)
+            if self._pool_size_given:
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    self._url,
+                    max_connections=self._pool_size,
+                    timeout=None,  # the call's asyncio.timeout bounds the wait
+                    # redis-py retries failed commands by default; a retry would double the wait of a
+                    # request when Redis is dead. The breaker is the retry policy here.
+                    retry=Retry(NoBackoff(), 0),
+                    **_POOL_OPTIONS,
+                )
+                self._client = aioredis.Redis(connection_pool=pool)
+            else:
+                # The default: one pipelined connection per worker (see resp.py for why).
+                start_bound = self._timeout if self._start_timeout is None else self._start_timeout
+                self._client = PipelinedRedis(self._url, connect_timeout=max(self._timeout, start_bound))
+        self._pipelined = isinstance(self._client, PipelinedRedis)
         bound = self._timeout if self._start_timeout is None else max(self._timeout, self._start_timeout)
         # The connection opened here (with the start bound on its socket too) serves requests
         # later; every request's call is bounded by redis_timeout_ms with asyncio.timeout.
@@ -216,7 +231,8 @@ class RedisLimiter:
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
-            await client.connection_pool.disconnect()
+            if isinstance(client, aioredis.Redis):
+                await client.connection_pool.disconnect()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -254,10 +270,21 @@ class RedisLimiter:
         lease_id = os.urandom(16).hex() if plan.semaphores else ""
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._call((*plan.head, lease_id, *plan.tail))
+                if self._pipelined:
+                    lease = lease_id.encode()
+                    packed = b"%s$%d\r\n%s\r\n%s" % (plan.packed_head, len(lease), lease, plan.packed_tail)
+                    reply = await self._call_packed(packed, (*plan.head, lease_id, *plan.tail))
+                else:
+                    reply = await self._call((*plan.head, lease_id, *plan.tail))
         except _FAILURES as exc:
             self._failed("admit", exc)
             return self._degraded()
+        except asyncio.CancelledError:
+            # The request went away mid-admission; Redis may have granted the lease all the same.
+            # Give it back now rather than leave the permits to the lease TTL.
+            if lease_id:
+                self._background_release(Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
+            raise
         self._breaker.record_success()
         if reply == 0:
             if not plan.semaphores:
@@ -296,12 +323,18 @@ class RedisLimiter:
                 params += (_num(check.limit), b"")
                 semaphores.append(check.limiter_id)
                 refusals.append(Decision(allowed=False, refused=check))
+        head = ("EVALSHA", self._admit.sha, len(keys), *keys)
+        tail = (self._ttl, bytes(kinds), *params)
+        packed_head = pack_command(head)
         plan = _AdmitPlan(
             checks=checks,
-            head=("EVALSHA", self._admit.sha, len(keys), *keys),
-            tail=(self._ttl, bytes(kinds), *params),
+            head=head,
+            tail=tail,
             semaphores=tuple(semaphores),
             refusals=tuple(refusals),
+            # pack_command counts the head's own items; the full command has the lease id and the tail too.
+            packed_head=b"*%d\r\n" % (len(head) + 1 + len(tail)) + packed_head.split(b"\r\n", 1)[1],
+            packed_tail=pack_command(tail).split(b"\r\n", 1)[1],
         )
         if len(self._plans) >= _MAX_PLANS:
             self._plans.pop(next(iter(self._plans)))
@@ -354,6 +387,20 @@ class RedisLimiter:
             await self._load_scripts()
             return await client.execute_command(*args)
 
+    async def _call_packed(self, packed: bytes, args: tuple[Any, ...]) -> Any:
+        client = self._client
+        assert isinstance(client, PipelinedRedis)
+        try:
+            return await client.execute_packed(packed)
+        except NoScriptError:
+            await self._load_scripts()
+            return await client.execute_command(*args)
+
+    def _background_release(self, lease: Lease) -> None:
+        task = asyncio.get_running_loop().create_task(self.release(lease))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _load_scripts(self) -> None:
         client = self._client
         if client is None:
@@ -383,6 +430,11 @@ class RedisLimiter:
                 log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
             return
         log.debug("limiter %s failed: %r", what, exc)
+        if isinstance(self._client, PipelinedRedis) and isinstance(
+            exc, TimeoutError | OSError | ConnectionError
+        ):
+            # A connection that stopped answering would hold every later call behind it.
+            self._client.abort()
         self._breaker.trip(exc)
 
     def _degraded(self) -> Decision:
