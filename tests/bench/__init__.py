@@ -1,0 +1,1 @@
+"""The overhead benchmark of Onwards: `python -m tests.bench.run` (see docs/performance.md)."""
