@@ -61,6 +61,13 @@ class Limiter(Protocol):
     async def release(self, lease: Lease) -> None:
         """Return the permits of `lease`. Never raises."""
 
+    def release_soon(self, lease: Lease) -> None:
+        """Send the release of `lease` now without waiting for its answer. Never raises.
+
+        The request path uses this at the end of a response: the release leaves before the
+        client can see the last byte, and the request does not wait a round trip for it.
+        """
+
     async def renew(self, lease: Lease) -> None:
         """Extend the permits of a long-running request. Never raises."""
 

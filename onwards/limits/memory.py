@@ -137,6 +137,9 @@ class MemoryLimiter:
         return Decision(allowed=True, lease=Lease(lease_id, tuple(acquired), self._settings.lease_ttl_ms))
 
     async def release(self, lease: Lease) -> None:
+        self.release_soon(lease)
+
+    def release_soon(self, lease: Lease) -> None:
         for limiter_id in lease.limiter_ids:
             held = self._semaphores.get(limiter_id)
             if held is not None:

@@ -299,6 +299,32 @@ class RedisLimiter:
     async def release(self, lease: Lease) -> None:
         await self._lease_call("release", self._release, lease, ())
 
+    def release_soon(self, lease: Lease) -> None:
+        if not lease.limiter_ids or self._breaker.is_open or self._client is None:
+            return
+        future = None
+        if self._pipelined:
+            client = self._client
+            assert isinstance(client, PipelinedRedis)
+            head = self._lease_head(self._release, lease.limiter_ids)
+            future = client.send_now(pack_command((*head, lease.lease_id)))
+        if future is None:
+            # No open pipelined connection (or redis-py): a task connects and releases.
+            self._background_release(lease)
+            return
+        future.add_done_callback(lambda done: self._released(done, lease))
+
+    def _released(self, done: asyncio.Future[Any], lease: Lease) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is None:
+            self._breaker.record_success()
+        elif isinstance(exc, NoScriptError):
+            self._background_release(lease)  # reloads the scripts, then releases
+        elif isinstance(exc, _FAILURES):
+            self._failed("release", exc)
+
     async def renew(self, lease: Lease) -> None:
         await self._lease_call("renew", self._renew, lease, (_num(lease.ttl_ms),))
 

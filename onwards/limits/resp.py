@@ -105,6 +105,12 @@ class _Protocol(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         return future
 
+    def send_now(self, packed: bytes) -> asyncio.Future[Any]:
+        """Like send(), but written to the socket at once (with anything batched before it)."""
+        future = self.send(packed)
+        self._flush()
+        return future
+
     def _flush(self) -> None:
         self.flush_scheduled = False
         if self.pending and self.transport is not None and self.lost is None:
@@ -144,6 +150,13 @@ class PipelinedRedis:
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
         return await protocol.send(packed)
+
+    def send_now(self, packed: bytes) -> asyncio.Future[Any] | None:
+        """Write `packed` at once on the open connection; None when there is none (caller falls back)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None or protocol.transport is None:
+            return None
+        return protocol.send_now(packed)
 
     def abort(self) -> None:
         """Drop the connection (a stuck peer); the next call opens a new one."""

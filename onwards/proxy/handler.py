@@ -232,7 +232,7 @@ class _Exchange:
             return await self._attempts()
         except GatewayError as exc:
             self.outcome.error = str(exc)
-            await self._release_all()
+            self._release_all()
             try:
                 await _send_error(self.send, exc, self.rid_header)
             except ClientGone:
@@ -253,7 +253,7 @@ class _Exchange:
             if self.renew_timer is not None:
                 self.renew_timer.cancel()
             if self.leases:
-                await self._release_all()
+                self._release_all()
 
     # -- admission -------------------------------------------------------------------------
 
@@ -318,19 +318,15 @@ class _Exchange:
             self.gw.spawn(self.gw.limiter.renew(lease))
         self.renew_timer = asyncio.get_running_loop().call_later(interval, self._renew, interval)
 
-    async def _release_all(self) -> None:
+    def _release_all(self) -> None:
+        # Sent, not awaited: the release is on its way to Redis before the client can see the
+        # end of the response, and the response does not wait a round trip for its answer.
         leases, self.leases = self.leases, []
-        for i, lease in enumerate(leases):
-            try:
-                await self.gw.limiter.release(lease)
-            except asyncio.CancelledError:
-                # Cancelled mid-release (client gone): finish the releases in the background
-                # rather than leave permits to the lease TTL. Releasing twice is harmless.
-                for rest in leases[i:]:
-                    self.gw.spawn(self.gw.limiter.release(rest))
-                raise
+        release = self.gw.limiter.release_soon
+        for lease in leases:
+            release(lease)
 
-    async def _release_provider(self, pplan: ProviderPlan) -> None:
+    def _release_provider(self, pplan: ProviderPlan) -> None:
         """Give back a failed provider's own permits; key and target permits stay held."""
         own = pplan.concurrency_ids
         if not own or not self.leases:
@@ -341,7 +337,7 @@ class _Exchange:
             if not mine:
                 kept.append(lease)
                 continue
-            await self.gw.limiter.release(Lease(lease.lease_id, mine, lease.ttl_ms))
+            self.gw.limiter.release_soon(Lease(lease.lease_id, mine, lease.ttl_ms))
             rest = tuple(i for i in lease.limiter_ids if i not in own)
             if rest:
                 kept.append(Lease(lease.lease_id, rest, lease.ttl_ms))
@@ -376,7 +372,7 @@ class _Exchange:
                 if not fallback.enabled:
                     raise
                 last_error = exc
-                await self._release_provider(pplan)
+                self._release_provider(pplan)
                 continue
             gw.metrics.upstream_response(pplan.label, response.status, ttfb)
             if fallback.matches(response.status):
@@ -385,7 +381,7 @@ class _Exchange:
                 last_error = GatewayError(
                     502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} answered {response.status}"
                 )
-                await self._release_provider(pplan)
+                self._release_provider(pplan)
                 continue
             try:
                 return await self._respond(pplan, response)
@@ -522,7 +518,7 @@ class _Exchange:
         headers.append((b"content-length", str(len(body)).encode()))
         # Permits go back before the client can see the end of the response, so a client
         # that sends its next request at once never finds its own permit still held.
-        await self._release_all()
+        self._release_all()
         await self._start(status, headers)
         await self._body(body, False)
         return status
@@ -539,7 +535,7 @@ class _Exchange:
         content = response.content
         # A HEAD answer (and a 304) states the length of a body that is never sent.
         if length == 0 or status == 304 or self.scope["method"] == "HEAD":
-            await self._release_all()
+            self._release_all()
             await self._start(status, headers)
             await self._body(b"", False)
             return status
@@ -551,13 +547,13 @@ class _Exchange:
             if not chunk:
                 # The upstream ended early: the client sees a short body, as it would directly.
                 log.warning("%s ended the body %d bytes early", pplan.label, remaining)
-                await self._release_all()
+                self._release_all()
                 await self._body(b"", False)
                 break
             remaining -= len(chunk)
             sent += len(chunk)
             if remaining <= 0:
-                await self._release_all()
+                self._release_all()
                 await self._body(chunk, False)
             else:
                 await self._body(chunk, True)
@@ -601,7 +597,7 @@ class _Exchange:
             self.outcome.error = f"upstream stream broke: {type(exc).__name__}"
         finally:
             self.gw.metrics.streamed(pplan.label, sent, events)
-        await self._release_all()
+        self._release_all()
         await self._body(b"", False)
         return status
 

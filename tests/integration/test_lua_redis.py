@@ -159,6 +159,26 @@ async def test_release_in_one_call_frees_every_semaphore(make) -> None:
     assert (await limiter.admit(checks)).allowed
 
 
+@pytest.mark.parametrize("max_connections", [None, 4], ids=["pipelined", "redis-py-pool"])
+async def test_release_soon_frees_the_permit_without_being_awaited(make, max_connections) -> None:
+    limiter = await make(max_connections=max_connections)
+    checks = (ConcurrencyCheck("target", "target:soon", 1),)
+    held = await limiter.admit(checks)
+    assert not (await limiter.admit(checks)).allowed
+    limiter.release_soon(held.lease)
+    if max_connections is None:
+        # One pipelined connection: the release is written before the next admission, and Redis
+        # answers in order, so the permit is free for the very next call with no wait at all.
+        assert (await limiter.admit(checks)).allowed
+    else:
+        # Through redis-py the release runs as a background task.
+        for _ in range(100):
+            if (decision := await limiter.admit(checks)).allowed:
+                break
+            await asyncio.sleep(0.01)
+        assert decision.allowed
+
+
 async def test_scripts_are_reloaded_after_script_flush(make, redis) -> None:
     limiter = await make()
     bucket = RateCheck("target", "target:flush", 0.001, 3)
