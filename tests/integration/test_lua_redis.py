@@ -179,6 +179,32 @@ async def test_release_soon_frees_the_permit_without_being_awaited(make, max_con
         assert decision.allowed
 
 
+async def test_one_batch_decides_mixed_requests_each_for_its_caller(make, redis) -> None:
+    limiter = await make()
+    tight = (RateCheck("target", "target:tight", 0.001, 3), ConcurrencyCheck("key", "key:k", 100))
+    loose = (RateCheck("target", "target:loose", 0.001, 5),)
+    calls = [tight if i % 2 else loose for i in range(40)]
+    # All 40 admissions are issued in one event-loop iteration, so they travel as one batch.
+    decisions = await asyncio.gather(*(limiter.admit(checks) for checks in calls))
+    tight_ok = [d for c, d in zip(calls, decisions, strict=True) if c is tight and d.allowed]
+    loose_ok = [d for c, d in zip(calls, decisions, strict=True) if c is loose and d.allowed]
+    assert (len(tight_ok), len(loose_ok)) == (3, 5)
+    assert all(d.lease is not None and d.lease.limiter_ids == ("key:k",) for d in tight_ok)
+    assert all(d.lease is None for d in loose_ok)
+    refused = [d for d in decisions if not d.allowed]
+    assert all(d.refused.limiter_id in ("target:tight", "target:loose") for d in refused)
+    assert all(d.retry_after > 0 for d in refused)
+
+
+async def test_a_batch_survives_script_flush(make, redis) -> None:
+    limiter = await make()
+    checks = (RateCheck("target", "target:flushed", 0.001, 4),)
+    await redis.script_flush()
+    decisions = await asyncio.gather(*(limiter.admit(checks) for _ in range(10)))
+    assert codes(decisions).count(200) == 4
+    assert not any(d.degraded for d in decisions)
+
+
 async def test_scripts_are_reloaded_after_script_flush(make, redis) -> None:
     limiter = await make()
     bucket = RateCheck("target", "target:flush", 0.001, 3)
