@@ -49,6 +49,8 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 _MAX_PLANS = 4096
 # A damaged key (wrong type) is reported at most this often, not once per request.
 _KEY_ERROR_LOG_INTERVAL_S = 60.0
+# How long a refusal is remembered locally (see admit).
+_EMPTY_MEMORY_S = 1.0
 # Redis connections per worker: an admission holds one for a round trip, so a few carry thousands
 # of requests per second.
 _POOL_SIZE = 16
@@ -81,6 +83,9 @@ class _AdmitPlan:
     semaphores: tuple[str, ...]  # limiter ids of the concurrency checks
     # The ready-made refusal for each concurrency check (None at rate checks).
     refusals: tuple[Decision | None, ...]
+    # Per check: a refusal proves its bucket empty (a rate check listed once; a bucket listed
+    # twice is refused with a token still in it).
+    proves_empty: tuple[bool, ...]
 
 
 def _bulk(value: bytes) -> bytes:
@@ -130,6 +135,7 @@ class RedisLimiter:
         cooldown_s: float = 1.0,
         max_cooldown_s: float = 10.0,
         start_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisLimiter needs exactly one of a Redis url or a client")
@@ -141,13 +147,13 @@ class RedisLimiter:
         self._client: aioredis.Redis | None = client
         self._owns_client = client is None
         self._pool_size = max_connections or _POOL_SIZE
+        self._clock = clock  # for the local "bucket known empty" memory only; Redis keeps the time
         # Without an explicit pool size the limiter uses its own pipelined client (resp.py);
         # max_connections asks for redis-py's blocking pool instead.
         self._pool_size_given = max_connections is not None
         self._pipelined = False
         self._background: set[asyncio.Task[None]] = set()
         self._admit_queue: list[tuple[_AdmitPlan, str, asyncio.Future[Any]]] = []
-        self._release_queue: list[tuple[bytes, bytes]] = []
         self._flush_scheduled = False
         self._semaphore_keys: dict[str, bytes] = {}
         # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
@@ -189,6 +195,8 @@ class RedisLimiter:
             self._fallback = None
         # Plans carry the lease ttl; rebuild them lazily under the new settings.
         self._plans = {}
+        # A reload may raise a rate: what was known empty under the old one is not any more.
+        self._empty_until: dict[str, float] = {}
         self._socket_timeouts(self._timeout)
 
     def _socket_timeouts(self, seconds: float) -> None:
@@ -221,7 +229,9 @@ class RedisLimiter:
             else:
                 # The default: one pipelined connection per worker (see resp.py for why).
                 start_bound = self._timeout if self._start_timeout is None else self._start_timeout
-                self._client = PipelinedRedis(self._url, connect_timeout=max(self._timeout, start_bound))
+                self._client = PipelinedRedis(
+                    self._url, connect_timeout=max(self._timeout, start_bound), on_change=self._forget_empty
+                )
         self._pipelined = isinstance(self._client, PipelinedRedis)
         bound = self._timeout if self._start_timeout is None else max(self._timeout, self._start_timeout)
         # The connection opened here (with the start bound on its socket too) serves requests
@@ -278,7 +288,12 @@ class RedisLimiter:
             plan = self._plan(checks)
         if self._breaker.is_open:
             return self._degraded()
+        if self._empty_until:
+            known = self._known_empty(plan)
+            if known is not None:
+                return known
         lease_id = os.urandom(16).hex() if plan.semaphores else ""
+        sent_at = self._clock()
         try:
             async with asyncio.timeout(self._timeout):
                 if self._pipelined:
@@ -304,7 +319,32 @@ class RedisLimiter:
         refusal = plan.refusals[index]
         if refusal is not None:
             return refusal
-        return Decision(allowed=False, refused=plan.checks[index], retry_after=max(int(reply[1]), 1) / 1000)
+        wait = max(int(reply[1]), 1) / 1000
+        # A bucket only refills at its rate, so it is certainly empty until `wait` after Redis
+        # decided. Redis decided after `sent_at`, so refusing locally until sent_at + wait never
+        # refuses a request a token was there for, and saves Redis the calls of a client that
+        # keeps knocking.
+        if plan.proves_empty[index]:
+            # Kept one second at most: an operator who deletes a bucket, or a Redis that lost its
+            # data without our connection noticing, is believed again within a second.
+            self._empty_until[plan.checks[index].limiter_id] = sent_at + min(wait, _EMPTY_MEMORY_S)
+        return Decision(allowed=False, refused=plan.checks[index], retry_after=wait)
+
+    def _forget_empty(self) -> None:
+        # A lost or new connection may mean a restarted or failed-over Redis, whose buckets start full.
+        self._empty_until = {}
+
+    def _known_empty(self, plan: _AdmitPlan) -> Decision | None:
+        now = self._clock()
+        empty_until = self._empty_until
+        for check in plan.checks:
+            until = empty_until.get(check.limiter_id)
+            if until is None:
+                continue
+            if until > now:
+                return Decision(allowed=False, refused=check, retry_after=until - now)
+            del empty_until[check.limiter_id]
+        return None
 
     async def release(self, lease: Lease) -> None:
         head = self._lease_head(self._release, lease.limiter_ids)
@@ -316,10 +356,14 @@ class RedisLimiter:
         if not self._pipelined:
             self._background_release(lease)
             return
+        # Written at once, not batched with the next flush: under load the event loop may run
+        # many callbacks before a scheduled flush, and the release must reach Redis before the
+        # client can see the end of its response and come back for another permit.
         lease_id = lease.lease_id.encode()
-        for limiter_id in lease.limiter_ids:
-            self._release_queue.append((self._semaphore_key(limiter_id), lease_id))
-        self._schedule_flush()
+        releases = [(self._semaphore_key(limiter_id), lease_id) for limiter_id in lease.limiter_ids]
+        client = self._client
+        assert isinstance(client, PipelinedRedis)
+        self._send(client, self._pack_releases(releases), lambda done: self._released(done, releases))
 
     async def renew(self, lease: Lease) -> None:
         head = self._lease_head(self._renew, lease.limiter_ids)
@@ -327,9 +371,9 @@ class RedisLimiter:
 
     # -- batching on the pipelined connection ----------------------------------------------
     #
-    # Admissions and releases of one event-loop iteration go out together: one release.lua call
-    # for all the releases, then one admit.lua call for all the admissions, in one write. Under
-    # load this turns hundreds of script calls a second into a few dozen, on both sides.
+    # The admissions of one event-loop iteration go out together as one admit.lua call, in one
+    # write. Under load this turns thousands of script calls a second into a few hundred, on both
+    # sides of the connection. Releases are written at once (see release_soon).
 
     def _queue_admit(self, plan: _AdmitPlan, lease_id: str) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
@@ -344,7 +388,6 @@ class RedisLimiter:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        releases, self._release_queue = self._release_queue, []
         admits, self._admit_queue = self._admit_queue, []
         client = self._client
         if not isinstance(client, PipelinedRedis):  # closed meanwhile
@@ -352,8 +395,6 @@ class RedisLimiter:
                 if not future.done():
                     future.set_exception(ConnectionError("RedisLimiter is closed"))
             return
-        if releases:
-            self._send(client, self._pack_releases(releases), lambda done: self._released(done, releases))
         if admits:
             self._send(client, self._pack_admits(admits), lambda done: self._admitted(done, admits))
 
@@ -473,6 +514,10 @@ class RedisLimiter:
             packed_values=b"".join(_bulk(v) for v in values),
             semaphores=tuple(semaphores),
             refusals=tuple(refusals),
+            proves_empty=tuple(
+                isinstance(c, RateCheck) and sum(o.limiter_id == c.limiter_id for o in checks) == 1
+                for c in checks
+            ),
         )
         if len(self._plans) >= _MAX_PLANS:
             self._plans.pop(next(iter(self._plans)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -60,8 +61,9 @@ def _error(message: str) -> ResponseError:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[], None] | None = None) -> None:
         self.loop = loop
+        self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(replyError=_ReplyError)
         self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
@@ -93,6 +95,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"Redis connection lost: {exc or 'closed by server'}"))
+        if self.on_lost is not None:
+            self.on_lost()
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self.lost is not None:
@@ -136,8 +140,12 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """One pipelined connection, opened on first use and again after it is lost."""
 
-    def __init__(self, url: str, *, connect_timeout: float) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float, on_change: Callable[[], None] | None = None
+    ) -> None:
         self._params = _parse_url(url)
+        # Called when a connection opens or is lost: the server behind it may have changed.
+        self._on_change = on_change
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
@@ -185,6 +193,8 @@ class PipelinedRedis:
             self._connecting = None
             raise
         self._protocol = protocol
+        if self._on_change is not None:
+            self._on_change()
         self._connecting.set_result(protocol)
         self._connecting = None
         return protocol
@@ -193,10 +203,12 @@ class PipelinedRedis:
         p = self._params
         async with asyncio.timeout(self._connect_timeout):
             if p["path"]:
-                _, protocol = await loop.create_unix_connection(lambda: _Protocol(loop), p["path"])
+                _, protocol = await loop.create_unix_connection(
+                    lambda: _Protocol(loop, self._on_change), p["path"]
+                )
             else:
                 _, protocol = await loop.create_connection(
-                    lambda: _Protocol(loop), p["host"], p["port"], ssl=p["ssl"]
+                    lambda: _Protocol(loop, self._on_change), p["host"], p["port"], ssl=p["ssl"]
                 )
             if p["password"] is not None:
                 auth = ("AUTH", p["username"], p["password"]) if p["username"] else ("AUTH", p["password"])

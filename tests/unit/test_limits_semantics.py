@@ -67,7 +67,7 @@ async def make(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
             limiter: Limiter = MemoryLimiter(settings, clock=clock)
         else:
             client = fakeredis.FakeAsyncRedis(server=server)
-            limiter = RedisLimiter(client=client, prefix=f"t{uuid.uuid4().hex[:8]}")
+            limiter = RedisLimiter(client=client, prefix=f"t{uuid.uuid4().hex[:8]}", clock=clock)
         await limiter.start(settings)
         started.append(limiter)
         return Harness(limiter, clock)
@@ -108,8 +108,21 @@ async def test_refusal_names_first_refusing_check_in_order(make) -> None:
     a = rate("target:a", 1, 1)
     b = rate("key:b", 1, 1, "key")
     assert (await h.limiter.admit((a, b))).allowed
-    assert (await h.limiter.admit((a, b))).refused == a
     assert (await h.limiter.admit((b, a))).refused == b
+
+
+async def test_a_bucket_known_empty_refuses_without_asking_until_it_can_refill(make) -> None:
+    h = await make()
+    a = rate("target:a", 1, 1)
+    b = rate("key:b", 1, 1, "key")
+    assert (await h.limiter.admit((a,))).allowed
+    assert (await h.limiter.admit((a,))).refused == a
+    # The Redis limiter now knows `a` is empty for about a second and names it, wherever it
+    # stands, without a round trip; the in-process limiter names the first refusing check.
+    # Either way the refusal is true and spends nothing: b keeps its token.
+    assert (await h.limiter.admit((b, a))).refused in (a, b)
+    h.advance(1.001)
+    assert (await h.limiter.admit((b, a))).allowed
 
 
 async def test_concurrency_refusal_spends_no_tokens_and_acquires_nothing(make) -> None:
