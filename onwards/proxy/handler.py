@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -668,4 +668,4 @@ async def _send_error(send: Send, exc: GatewayError, rid_header: tuple[bytes, by
 def _request_id(given: bytes | None) -> str:
     if given is not None and 0 < len(given) <= 128 and all(0x21 <= b <= 0x7E for b in given):
         return given.decode("ascii")
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as a uuid4, at a fraction of its cost
