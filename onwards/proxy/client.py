@@ -1,8 +1,8 @@
 """The worker's pooled upstream HTTP client (aiohttp).
 
 aiohttp, not httpx, on the data path: httpx 0.28's pool does work proportional to its size
-on every request, which measured here as ~130 req/s per worker at 64 concurrent requests
-against ~5,000 for aiohttp (docs/performance.md).
+on every request; at 64 concurrent requests it measured 0.05-0.15x of aiohttp's throughput
+on this project's machines (docs/performance.md).
 """
 
 from __future__ import annotations
