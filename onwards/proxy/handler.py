@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 from yarl import URL
 
 from onwards import errors
@@ -39,6 +40,15 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 access_log = logging.getLogger("onwards.access")
 log = logging.getLogger("onwards.proxy")
+
+# Retries of an upstream connection that could not be opened (after the first try).
+_CONNECT_FIRST_RETRY_S = 0.025
+_CONNECT_RETRY: dict[str, Any] = {
+    "stop": stop_after_attempt(2),
+    "wait": wait_exponential(multiplier=0.05, max=0.2),
+    "retry": retry_if_exception_type(aiohttp.ClientConnectorError),
+    "reraise": True,
+}
 
 # Waiting on an upstream longer than this starts a task that notices a client that went away,
 # so its permits are freed. Quick requests never pay for that task.
@@ -414,21 +424,17 @@ class _Exchange:
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
         url = upstream_url(pplan, path, scope["query_string"])
-        session = self.gw.session
+        method = scope["method"]
+        target = URL(url, encoded=True)
+        data = body if body else None
         started = time.perf_counter()
+
         try:
-            request = session.request(
-                scope["method"],
-                URL(url, encoded=True),
-                headers=headers,
-                data=body if body else None,
-                allow_redirects=False,
-            )
             if pplan.timeout is not None:
                 async with asyncio.timeout(pplan.timeout):
-                    response = await request
+                    response = await self._open(method, target, headers, data)
             else:
-                response = await request
+                response = await self._open(method, target, headers, data)
         except TimeoutError:
             self.gw.metrics.upstream_error(pplan.label, "timeout")
             raise GatewayError(504, errors.GATEWAY_TIMEOUT, log=f"{pplan.label} timed out") from None
@@ -443,6 +449,25 @@ class _Exchange:
                 502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} failed: {type(exc).__name__}: {exc}"
             ) from None
         return response, time.perf_counter() - started
+
+    async def _open(
+        self, method: str, target: URL, headers: list[tuple[str, str]], data: bytes | None
+    ) -> aiohttp.ClientResponse:
+        session = self.gw.session
+        try:
+            return await session.request(method, target, headers=headers, data=data, allow_redirects=False)
+        except aiohttp.ClientConnectorError:
+            pass
+        # The connection could not be opened, so nothing reached the upstream and trying again is
+        # safe even for a POST. Two more tries, 25 ms and 75 ms after the first, ride out a
+        # restarting upstream or a full accept queue; the request's own timeout still bounds them.
+        await asyncio.sleep(_CONNECT_FIRST_RETRY_S)
+        async for attempt in AsyncRetrying(**_CONNECT_RETRY):
+            with attempt:
+                return await session.request(
+                    method, target, headers=headers, data=data, allow_redirects=False
+                )
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     def _rewrite_model(self, onwards_model: str) -> bytes:
         decoded = self.decoded

@@ -10,9 +10,11 @@ import contextlib
 import json
 import logging
 import time
+import types
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 import pytest
@@ -50,6 +52,7 @@ def gateway_app(write_config) -> Runner:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://gateway", timeout=10
             ) as client:
+                client.gateway = app.gateway  # type: ignore[attr-defined]
                 yield client
 
     return run
@@ -476,6 +479,30 @@ async def test_unreachable_upstream_is_502(gateway_app):
     assert r.status_code == 502
     assert r.content == errors.UPSTREAM_UNREACHABLE
     assert str(port) not in r.text
+
+
+@pytest.mark.parametrize(("refusals", "status", "upstream_calls"), [(2, 200, 1), (3, 502, 0)])
+async def test_a_connection_that_cannot_be_opened_is_tried_twice_more(
+    gateway_app, mock_a, monkeypatch, refusals, status, upstream_calls
+):
+    async with gateway_app(single(mock_a)) as client:
+        session = client.gateway.session
+        real = session.request
+        refused: list[float] = []
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if len(refused) < refusals:
+                refused.append(time.monotonic())
+                key = types.SimpleNamespace(host="127.0.0.1", port=1, ssl=None)
+                raise aiohttp.ClientConnectorError(key, OSError(111, "Connection refused"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(session, "request", flaky)
+        r = await client.post(CHAT, json=chat())
+    assert r.status_code == status, r.text
+    assert mock_a.request_count == upstream_calls
+    assert len(refused) == min(refusals, 3)  # the first try and two more, never a fourth
+    assert refused[1] - refused[0] >= 0.02  # with a pause, not in a tight loop
 
 
 async def test_request_timeout_is_504_and_covers_only_the_headers(gateway_app, mock_a):
