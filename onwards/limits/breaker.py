@@ -2,9 +2,9 @@
 
 While the circuit is open, requests do not touch the backend at all: they get the failure policy
 at once instead of each waiting out a timeout. One background task per breaker probes the
-backend after a cool-down and closes the circuit when the probe passes. The cool-down grows
-exponentially (1 s, 2 s, 4 s, ... up to 10 s by default) while the backend keeps failing, and
-starts again from the bottom once a real call has succeeded.
+backend after a cool-down (a tenacity retry loop) and closes the circuit when the probe passes.
+The cool-down grows exponentially (1 s, 2 s, 4 s, ... up to 10 s by default) while the backend
+keeps failing, and starts again from the bottom once a real call has succeeded.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 State = Literal["closed", "open"]
 
@@ -91,22 +93,26 @@ class CircuitBreaker:
         self._task = asyncio.get_running_loop().create_task(self._recover(), name=f"{self._name} probe")
 
     async def _recover(self) -> None:
-        while True:
-            await asyncio.sleep(self.cooldown())
-            try:
+        await asyncio.sleep(self.cooldown())
+        # tenacity runs the probe until it passes; `after` lengthens the streak (and so the next
+        # cool-down) before `wait` reads it.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            after=self._probe_failed,
+            wait=lambda _: self.cooldown(),
+        ):
+            with attempt:
                 await self._probe()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._streak += 1
-                self._on_probe_error()
-                log.debug("%s probe failed (%s); next in %.1fs", self._name, _describe(exc), self.cooldown())
-                continue
-            self._open = False
-            self._task = None
-            log.info("%s reachable again, circuit closed", self._name)
-            self._notify("closed")
-            return
+        self._open = False
+        self._task = None
+        log.info("%s reachable again, circuit closed", self._name)
+        self._notify("closed")
+
+    def _probe_failed(self, state: RetryCallState) -> None:
+        self._streak += 1
+        self._on_probe_error()
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.debug("%s probe failed (%s); next in %.1fs", self._name, _describe(error or "?"), self.cooldown())
 
     def _notify(self, state: str) -> None:
         try:
