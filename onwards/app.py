@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from onwards import __version__, errors
-from onwards.config import load_config_file
+from onwards.config import ConfigError, load_config_file, parse_config_bytes
+from onwards.config.last_good import read_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
 from onwards.gateway import Gateway
@@ -43,7 +44,21 @@ async def _load_initial(settings: Settings) -> Snapshot:
         assert settings.redis_url is not None
         return await load_from_redis(settings.redis_url, settings.redis_prefix)
     assert settings.targets is not None
-    return load_config_file(settings.targets)
+    try:
+        return load_config_file(settings.targets)
+    except ConfigError as exc:
+        raw = read_last_good(settings.last_good_path) if settings.last_good_path else None
+        if raw is None:
+            raise
+        # The file broke after the gateway started. This worker starts on the config its
+        # siblings serve; its follower's first pass refuses the file (logged and counted once,
+        # with the field) and keeps watching for a fix.
+        log.warning(
+            "config file %s cannot be loaded at worker start; serving the last good config",
+            settings.targets,
+            extra={"reason_type": type(exc).__name__},
+        )
+        return parse_config_bytes(raw, settings.targets)
 
 
 def _follower(settings: Settings, version: str) -> ConfigFollower | None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from onwards import __version__
 from onwards.config import ConfigError, load_config_file
+from onwards.config.last_good import write_last_good
+from onwards.config.model import Snapshot
 from onwards.logging_setup import configure_logging
 from onwards.settings import SETTINGS_ENV, Settings
 
@@ -178,17 +182,15 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     )
 
 
-def _validate_config(settings: Settings) -> str:
+def _validate_config(settings: Settings) -> Snapshot:
     """Load the config once in the parent so a bad one stops the start with one clear line."""
     if settings.config_from_redis:
         from onwards.config.sources.redis import load_from_redis
 
         assert settings.redis_url is not None
-        snapshot = asyncio.run(load_from_redis(settings.redis_url, settings.redis_prefix))
-    else:
-        assert settings.targets is not None
-        snapshot = load_config_file(settings.targets)
-    return f"{snapshot.origin} (version {snapshot.version}, {len(snapshot.targets)} targets)"
+        return asyncio.run(load_from_redis(settings.redis_url, settings.redis_prefix))
+    assert settings.targets is not None
+    return load_config_file(settings.targets)
 
 
 def _granian_log_config(log_format: str) -> dict[str, object]:
@@ -272,11 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(args, parser)
     configure_logging(settings.log_level, settings.log_format)
     try:
-        described = _validate_config(settings)
+        snapshot = _validate_config(settings)
     except ConfigError as exc:
         print(f"onwards: error: {exc}", file=sys.stderr)
         return 2
-    log.info("config %s", described)
+    log.info("config %s (version %s, %d targets)", snapshot.origin, snapshot.version, len(snapshot.targets))
     if settings.redis_url:
         log.info("limits are cluster-wide in Redis (prefix %r)", settings.redis_prefix)
     elif settings.workers > 1:
@@ -288,4 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         log.info("no --redis-url: limits are enforced in this one process")
-    return serve(settings)
+    run_dir = tempfile.mkdtemp(prefix="onwards-run-")
+    try:
+        if snapshot.raw and not settings.config_from_redis:
+            last_good = os.path.join(run_dir, "last-good-config.json")
+            write_last_good(last_good, snapshot.raw)
+            settings = dataclasses.replace(settings, last_good_path=last_good)
+        return serve(settings)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

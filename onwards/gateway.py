@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from onwards.config.last_good import write_last_good
 from onwards.config.model import HttpPool, Snapshot
 from onwards.limits.base import Limiter
 from onwards.metrics import Metrics
@@ -60,6 +61,8 @@ class Gateway:
             if self.http_pool(previous.snapshot) != self.http_pool(snapshot):
                 log.warning("http_pool changed in %s: pool settings apply after a restart", snapshot.origin)
         self.active = compiled
+        if self.settings.last_good_path and snapshot.raw and not self.settings.config_from_redis:
+            write_last_good(self.settings.last_good_path, snapshot.raw)
         self._retire_unused_hosts(compiled)
         self.metrics.config_version(snapshot.version)
         if previous is not None:

@@ -36,6 +36,9 @@ class Settings:
     access_log: bool = True
     backlog: int = 2048
     backpressure: int = 4096
+    # Where workers keep the last config that validated (written by the CLI at start and by any
+    # worker that applies a new one), so a worker that starts while the file is broken serves it.
+    last_good_path: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -122,3 +122,6 @@ class Snapshot:
     max_body_bytes: int = 32 * 1024 * 1024
     version: str = ""  # content hash for files, stored version for Redis
     origin: str = ""  # the file path or redis key it came from
+    # The bytes it was parsed from (when it came from bytes), kept so a worker can hand the last
+    # good config on to workers that start while the source is broken.
+    raw: bytes = b""

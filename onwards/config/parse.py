@@ -95,7 +95,8 @@ def parse_config_bytes(raw: bytes, origin: str, version: str | None = None) -> S
         raise ConfigError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", origin=origin
         ) from None
-    return parse_config(data, origin, content_version(raw) if version is None else version)
+    snapshot = parse_config(data, origin, content_version(raw) if version is None else version)
+    return replace(snapshot, raw=raw)
 
 
 def parse_config(data: object, origin: str, version: str | None = None) -> Snapshot:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import ssl
 import subprocess
 import sys
@@ -166,6 +167,38 @@ def test_invalid_edits_are_refused_and_the_old_config_keeps_serving(
     fixed = write_config(target_config(b))
     took = converge([process], "b", content_version(fixed.read_bytes()), written)
     assert took < CONVERGE_SECS, f"took {took:.2f}s"
+
+
+def test_a_worker_respawned_while_the_file_is_broken_serves_the_last_good_config(
+    gateway, mock_upstream_factory, write_config
+) -> None:
+    a, b = mock_upstream_factory("a"), mock_upstream_factory("b")
+    path = write_config(target_config(a))
+    process = start_file_gateway(gateway, path)
+    # A newer good config, taken by every worker, then a broken one.
+    write_config(target_config(b))
+    good = content_version(path.read_bytes())
+    converge([process], "b", good, time.monotonic())
+    path.write_text('{"targets": ')
+    wait_until(lambda: process.output().count("invalid JSON") >= WORKERS, timeout=CONVERGE_SECS + 2)
+
+    # A worker dies and Granian starts a new one, which reads the broken file at its start.
+    victim = process.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: victim not in process.worker_pids() and len(process.worker_pids()) >= WORKERS,
+        timeout=15,
+        message="worker was not respawned",
+    )
+    # It starts on the newest good config its siblings serve, and the gateway stays up.
+    wait_until(
+        lambda: process.output().count("worker ready") > WORKERS,
+        timeout=15,
+        message="the respawned worker did not start",
+    )
+    assert "serving the last good config" in process.output()
+    converge([process], "b", good, time.monotonic())
+    assert process.is_running()
 
 
 # -- config in Redis ---------------------------------------------------------------------------
