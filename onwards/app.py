@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from onwards import __version__, errors
-from onwards.config import ConfigError, load_config_file, parse_config_bytes
-from onwards.config.last_good import read_last_good
+from onwards.config import ConfigError, load_config_file
+from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
 from onwards.gateway import Gateway
@@ -37,28 +37,32 @@ from onwards.settings import Settings
 log = logging.getLogger("onwards.app")
 
 
-async def _load_initial(settings: Settings) -> Snapshot:
+async def _load_source(settings: Settings) -> Snapshot:
     if settings.config_from_redis:
         from onwards.config.sources.redis import load_from_redis
 
         assert settings.redis_url is not None
         return await load_from_redis(settings.redis_url, settings.redis_prefix)
     assert settings.targets is not None
+    return load_config_file(settings.targets)
+
+
+async def _load_initial(settings: Settings) -> Snapshot:
     try:
-        return load_config_file(settings.targets)
+        return await _load_source(settings)
     except ConfigError as exc:
-        raw = read_last_good(settings.last_good_path) if settings.last_good_path else None
-        if raw is None:
+        kept = load_last_good(settings.last_good_path) if settings.last_good_path else None
+        if kept is None:
             raise
-        # The file broke after the gateway started. This worker starts on the config its
-        # siblings serve; its follower's first pass refuses the file (logged and counted once,
-        # with the field) and keeps watching for a fix.
+        # The source broke (or Redis went away) after the gateway started. This worker starts on
+        # the config its siblings serve; its follower refuses the broken source (logged and
+        # counted once, with the field) or waits for Redis, and takes the fix when it comes.
         log.warning(
-            "config file %s cannot be loaded at worker start; serving the last good config",
-            settings.targets,
-            extra={"reason_type": type(exc).__name__},
+            "config source cannot be loaded at worker start; serving the last good config %s",
+            kept.version,
+            extra={"origin": kept.origin, "reason_type": type(exc).__name__},
         )
-        return parse_config_bytes(raw, settings.targets)
+        return kept
 
 
 def _follower(settings: Settings, version: str) -> ConfigFollower | None:

@@ -292,10 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("no --redis-url: limits are enforced in this one process")
     run_dir = tempfile.mkdtemp(prefix="onwards-run-")
     try:
-        if snapshot.raw and not settings.config_from_redis:
-            last_good = os.path.join(run_dir, "last-good-config.json")
-            write_last_good(last_good, snapshot.raw)
-            settings = dataclasses.replace(settings, last_good_path=last_good)
+        last_good = os.path.join(run_dir, "last-good-config.json")
+        write_last_good(last_good, snapshot)
+        settings = dataclasses.replace(settings, last_good_path=last_good)
         return serve(settings)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

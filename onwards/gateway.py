@@ -61,8 +61,8 @@ class Gateway:
             if self.http_pool(previous.snapshot) != self.http_pool(snapshot):
                 log.warning("http_pool changed in %s: pool settings apply after a restart", snapshot.origin)
         self.active = compiled
-        if self.settings.last_good_path and snapshot.raw and not self.settings.config_from_redis:
-            write_last_good(self.settings.last_good_path, snapshot.raw)
+        if self.settings.last_good_path:
+            write_last_good(self.settings.last_good_path, snapshot)
         self._retire_unused_hosts(compiled)
         self.metrics.config_version(snapshot.version)
         if previous is not None:

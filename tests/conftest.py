@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.support.mock_upstream import MockUpstream
-from tests.support.processes import GatewayProcess, redis_available
+from tests.support.processes import GatewayProcess, free_port, redis_available
+from tests.support.redis_server import RedisServer
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -90,3 +91,18 @@ def gateway() -> Iterator[Callable[..., GatewayProcess]]:
         process.stop()
         print(f"--- {process.describe()}")
         process.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Callable[[int | None], RedisServer]]:
+    """``start(port=None)`` runs a private redis-server; all are killed at teardown."""
+    started: list[RedisServer] = []
+
+    def start(port: int | None = None) -> RedisServer:
+        server = RedisServer(port or free_port())
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.close()

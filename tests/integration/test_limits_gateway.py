@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import threading
@@ -34,11 +33,10 @@ from tests.support.mock_upstream import MockUpstream
 from tests.support.processes import (
     STARTUP_TIMEOUT,
     GatewayProcess,
-    ManagedProcess,
-    free_port,
     redis_available,
     wait_until,
 )
+from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -243,52 +241,6 @@ def socket_owner(gw: GatewayProcess, client_port: int) -> int | None:
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                         return pid
     return None
-
-
-class RedisServer(ManagedProcess):
-    """A private, throw-away redis-server (no persistence) on a given loopback port."""
-
-    label = "redis-server"
-    startup_timeout = 10.0
-
-    def __init__(self, port: int) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        super().__init__([*argv, "--daemonize", "no"])
-
-    def ready(self) -> bool:
-        return redis_available(self.url, timeout=0.5)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-        wait_until(lambda: not self.is_running(), timeout=5)
-        self.stop()
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        if self.is_running():
-            # A SIGSTOPped server would not act on SIGTERM until continued.
-            with contextlib.suppress(ProcessLookupError):
-                self.send_signal(signal.SIGCONT)
-        return super().stop(timeout)
-
-
-@pytest.fixture
-def private_redis() -> Iterator[Callable[[int | None], RedisServer]]:
-    """``start(port=None)`` runs a private redis-server; all are killed at teardown."""
-    started: list[RedisServer] = []
-
-    def start(port: int | None = None) -> RedisServer:
-        server = RedisServer(port or free_port())
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in reversed(started):
-        server.close()
 
 
 def drop_keys(client: redis.Redis, prefix: str) -> None:

@@ -313,3 +313,37 @@ def test_follower_that_lost_its_connection_catches_up(
             assert not set(follower_connections("pubsub")) & set(old)
     finally:
         admin.close()
+
+
+@pytest.mark.redis
+def test_a_worker_respawned_while_redis_is_down_serves_the_last_good_config(
+    gateway, mock_upstream_factory, write_config, private_redis, unique_prefix
+) -> None:
+    a = mock_upstream_factory("a")
+    server = private_redis(None)
+    pushed = push(write_config(target_config(a)), server.url, unique_prefix)
+    process = gateway(
+        None,
+        workers=WORKERS,
+        extra_args=[
+            "--no-metrics",
+            "--config-from-redis",
+            "--redis-url",
+            server.url,
+            "--redis-prefix",
+            unique_prefix,
+        ],
+    )
+    converge([process], "a", pushed, time.monotonic())
+
+    server.kill()  # the config store is gone; the workers keep serving what they have
+    victim = process.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(
+        lambda: process.output().count("worker ready") > WORKERS,
+        timeout=15,
+        message="the respawned worker did not start while Redis was down",
+    )
+    assert "serving the last good config" in process.output()
+    converge([process], "a", pushed, time.monotonic())
+    assert process.is_running()
