@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from onwards.config.model import Snapshot
 from onwards.config.parse import content_version
 from onwards.config.sources.redis import (
     RedisFollower,
@@ -24,6 +23,7 @@ from onwards.config.sources.redis import (
     push_config,
     version_label,
 )
+from tests.support.config_recorder import Recorder
 
 pytestmark = [pytest.mark.redis, pytest.mark.integration]
 
@@ -32,22 +32,6 @@ WAIT = 10.0
 
 def config_bytes(url: str) -> bytes:
     return json.dumps({"targets": {"m": {"url": url}}}).encode()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.applied: list[Snapshot] = []
-        self.refused: list[str] = []
-
-    def apply(self, snapshot: Snapshot) -> None:
-        self.applied.append(snapshot)
-
-    def refuse(self, message: str) -> None:
-        self.refused.append(message)
-
-    @property
-    def versions(self) -> list[str]:
-        return [s.version for s in self.applied]
 
 
 async def eventually(condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:

@@ -16,6 +16,7 @@ from onwards.config.model import Snapshot
 from onwards.config.parse import content_version, load_config_file
 from onwards.config.sources import file as file_source
 from onwards.config.sources.file import FileFollower
+from tests.support.config_recorder import Recorder
 
 # Generous for a loaded CI machine; a working follower reacts in about 0.1 s.
 WAIT = 5.0
@@ -27,34 +28,6 @@ def config_bytes(url: str, **target: object) -> bytes:
 
 def url_of(snapshot: Snapshot) -> str:
     return snapshot.targets["m"].providers[0].url
-
-
-class Recorder:
-    """The apply/refuse callbacks a worker would pass, remembering every call."""
-
-    def __init__(self) -> None:
-        self.applied: list[Snapshot] = []
-        self.refused: list[str] = []
-
-    def apply(self, snapshot: Snapshot) -> None:
-        self.applied.append(snapshot)
-
-    def refuse(self, message: str) -> None:
-        self.refused.append(message)
-
-    @property
-    def urls(self) -> list[str]:
-        return [url_of(s) for s in self.applied]
-
-    async def wait_for(self, condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; applied={self.urls} refused={self.refused}"
-                )
-            await asyncio.sleep(0.02)
 
 
 Start = Callable[..., FileFollower]

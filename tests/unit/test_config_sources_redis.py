@@ -28,6 +28,7 @@ from onwards.config.sources.redis import (
     redact_url,
     version_label,
 )
+from tests.support.config_recorder import Recorder
 
 URL = "redis://fake:6379/0"  # never dialled: connect_redis is replaced by fakeredis
 PREFIX = "onwards"
@@ -65,32 +66,6 @@ async def direct(server: fakeredis.FakeServer) -> AsyncIterator[fake_aioredis.Fa
     client = fake_aioredis.FakeRedis(server=server)
     yield client
     await client.aclose()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.applied: list[Snapshot] = []
-        self.refused: list[str] = []
-
-    def apply(self, snapshot: Snapshot) -> None:
-        self.applied.append(snapshot)
-
-    def refuse(self, message: str) -> None:
-        self.refused.append(message)
-
-    @property
-    def versions(self) -> list[str]:
-        return [s.version for s in self.applied]
-
-    async def wait_for(self, condition: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not condition():
-            if loop.time() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what}; applied={self.versions} refused={self.refused}"
-                )
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture
