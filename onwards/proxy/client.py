@@ -49,8 +49,6 @@ class IdleCappedConnector(aiohttp.TCPConnector):
                 for protocol, _ in self._conns.pop(key):
                     protocol.close()
 
-    def idle_connections(self) -> int:
-        return sum(len(conns) for conns in self._conns.values())
 
 
 def build_session(pool: HttpPool) -> aiohttp.ClientSession:
