@@ -26,6 +26,7 @@ from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
 from onwards.gateway import Gateway
+from onwards.gc_tuning import tune_for_serving
 from onwards.limits import build_limiter
 from onwards.logging_setup import configure_logging
 from onwards.metrics import build_metrics
@@ -103,6 +104,9 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             "worker ready",
             extra={"origin": snapshot.origin, "version": snapshot.version, "limiter": limiter.description},
         )
+        if settings.gc_tuning:
+            # Last, so everything loaded for serving is frozen with the rest.
+            tune_for_serving()
         follower = _follower(settings, snapshot.version)
         follow_task = None
         loop = asyncio.get_running_loop()

@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-format", default=_env("LOG_FORMAT") or "pretty", choices=["json", "pretty"])
     _bool_flag(p, "access-log", None, _env_bool("ACCESS_LOG", True), "one log line per request (true)")
+    _bool_flag(
+        p,
+        "gc-tuning",
+        None,
+        _env_bool("GC_TUNING", True),
+        "freeze the loaded app and run the garbage collector less often, in each worker (true)",
+    )
     p.add_argument(
         "--backpressure",
         type=int,
@@ -177,6 +184,7 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=args.access_log,
+        gc_tuning=args.gc_tuning,
         backlog=args.backlog,
         backpressure=args.backpressure,
     )

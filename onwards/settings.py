@@ -39,6 +39,9 @@ class Settings:
     # Where workers keep the last config that validated (written by the CLI at start and by any
     # worker that applies a new one), so a worker that starts while the file is broken serves it.
     last_good_path: str | None = None
+    # Freeze the loaded app and raise the collector's threshold in each worker (gc_tuning.py). Off
+    # unless the CLI turns it on: an app embedded in another process leaves its collector alone.
+    gc_tuning: bool = False
 
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -244,6 +244,20 @@ def test_boolean_flags_parse(args, metrics, watch, monkeypatch):
     assert (settings.metrics, settings.watch) == (metrics, watch)
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [([], None, True), (["--no-gc-tuning"], None, False), ([], "false", False), (["--gc-tuning"], "0", True)],
+)
+def test_gc_tuning_is_on_unless_turned_off(args, env, expected, monkeypatch):
+    if env is None:
+        monkeypatch.delenv("ONWARDS_GC_TUNING", raising=False)
+    else:
+        monkeypatch.setenv("ONWARDS_GC_TUNING", env)
+    parser = build_parser()
+    settings = settings_from_args(parser.parse_args(["-f", "config.json", *args]), parser)
+    assert settings.gc_tuning is expected
+
+
 def test_boolean_flag_rejects_other_words():
     result = run_cli("-f", "config.json", "--metrics", "maybe")
     assert result.returncode == 2
