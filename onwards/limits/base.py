@@ -62,10 +62,19 @@ class Limiter(Protocol):
         """Return the permits of `lease`. Never raises."""
 
     def release_soon(self, lease: Lease) -> None:
-        """Send the release of `lease` now without waiting for its answer. Never raises.
+        """Give back the permits of `lease` without waiting for an answer. Never raises.
 
-        The request path uses this at the end of a response: the release leaves before the
-        client can see the last byte, and the request does not wait a round trip for it.
+        The release may be queued until the end of the current event-loop iteration, so the
+        releases of many requests go out together; `releases_pending` says whether one is.
+        """
+
+    @property
+    def releases_pending(self) -> bool:
+        """True while a release handed to `release_soon` waits for the end of this loop iteration.
+
+        The request path then yields once (``await asyncio.sleep(0)``) before it sends the last
+        byte of a response: the queued write runs first, so the release has left before the
+        client can see the end, and a client that comes straight back finds its permit free.
         """
 
     async def renew(self, lease: Lease) -> None:

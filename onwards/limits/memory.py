@@ -147,6 +147,10 @@ class MemoryLimiter:
                 if not held:
                     del self._semaphores[limiter_id]
 
+    @property
+    def releases_pending(self) -> bool:
+        return False  # a release here is done when release_soon returns
+
     async def renew(self, lease: Lease) -> None:
         # Like the script: a lease that is gone is not re-created, its permit may be someone else's.
         expiry = self._clock() + lease.ttl_ms / 1000

@@ -154,6 +154,7 @@ class RedisLimiter:
         self._pipelined = False
         self._background: set[asyncio.Task[None]] = set()
         self._admit_queue: list[tuple[_AdmitPlan, str, asyncio.Future[Any]]] = []
+        self._release_queue: list[tuple[bytes, bytes]] = []  # (packed semaphore key, lease id)
         self._flush_scheduled = False
         self._semaphore_keys: dict[str, bytes] = {}
         # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
@@ -356,14 +357,19 @@ class RedisLimiter:
         if not self._pipelined:
             self._background_release(lease)
             return
-        # Written at once, not batched with the next flush: under load the event loop may run
-        # many callbacks before a scheduled flush, and the release must reach Redis before the
-        # client can see the end of its response and come back for another permit.
+        # Queued for this iteration's flush, with every other release and admission of it: under
+        # load that is one write and one script call for many requests instead of one each. The
+        # caller yields once before the end of its response (see releases_pending), which lets
+        # the flush run first.
         lease_id = lease.lease_id.encode()
-        releases = [(self._semaphore_key(limiter_id), lease_id) for limiter_id in lease.limiter_ids]
-        client = self._client
-        assert isinstance(client, PipelinedRedis)
-        self._send(client, self._pack_releases(releases), lambda done: self._released(done, releases))
+        queue = self._release_queue
+        for limiter_id in lease.limiter_ids:
+            queue.append((self._semaphore_key(limiter_id), lease_id))
+        self._schedule_flush()
+
+    @property
+    def releases_pending(self) -> bool:
+        return bool(self._release_queue)
 
     async def renew(self, lease: Lease) -> None:
         head = self._lease_head(self._renew, lease.limiter_ids)
@@ -371,9 +377,9 @@ class RedisLimiter:
 
     # -- batching on the pipelined connection ----------------------------------------------
     #
-    # The admissions of one event-loop iteration go out together as one admit.lua call, in one
-    # write. Under load this turns thousands of script calls a second into a few hundred, on both
-    # sides of the connection. Releases are written at once (see release_soon).
+    # The admissions of one event-loop iteration go out together as one admit.lua call, and its
+    # releases as one release.lua call, both in one write. Under load this turns thousands of
+    # script calls a second into a few hundred, on both sides of the connection.
 
     def _queue_admit(self, plan: _AdmitPlan, lease_id: str) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
@@ -389,23 +395,30 @@ class RedisLimiter:
     def _flush(self) -> None:
         self._flush_scheduled = False
         admits, self._admit_queue = self._admit_queue, []
+        releases, self._release_queue = self._release_queue, []
         client = self._client
         if not isinstance(client, PipelinedRedis):  # closed meanwhile
             for _, _, future in admits:
                 if not future.done():
                     future.set_exception(ConnectionError("RedisLimiter is closed"))
             return
+        # Releases first: an admission in the same batch may need the permit one gives back.
+        packed: list[bytes] = []
+        callbacks: list[Callable[[asyncio.Future[Any]], None]] = []
+        if releases:
+            packed.append(self._pack_releases(releases))
+            callbacks.append(lambda done: self._released(done, releases))
         if admits:
-            self._send(client, self._pack_admits(admits), lambda done: self._admitted(done, admits))
-
-    def _send(
-        self, client: PipelinedRedis, packed: bytes, on_done: Callable[[asyncio.Future[Any]], None]
-    ) -> None:
-        future = client.send_now(packed)
-        if future is None:
+            packed.append(self._pack_admits(admits))
+            callbacks.append(lambda done: self._admitted(done, admits))
+        if not packed:
+            return
+        futures = client.send_now(packed)
+        if futures is None:
             # No open connection: a task opens one (single flight) and sends.
-            future = asyncio.ensure_future(self._call_packed(packed))
-        future.add_done_callback(on_done)
+            futures = [asyncio.ensure_future(self._call_packed(one)) for one in packed]
+        for future, callback in zip(futures, callbacks, strict=True):
+            future.add_done_callback(callback)
 
     def _pack_releases(self, releases: list[tuple[bytes, bytes]]) -> bytes:
         n = len(releases)

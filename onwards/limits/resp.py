@@ -109,11 +109,19 @@ class _Protocol(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         return future
 
-    def send_now(self, packed: bytes) -> asyncio.Future[Any]:
-        """Like send(), but written to the socket at once (with anything batched before it)."""
-        future = self.send(packed)
+    def send_now(self, commands: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Like send() for each command, but all written to the socket at once, in one write
+        (with anything batched before them)."""
+        if self.lost is not None:
+            raise self.lost
+        futures = []
+        for packed in commands:
+            future = self.loop.create_future()
+            self.waiters.append(future)
+            self.pending.append(packed)
+            futures.append(future)
         self._flush()
-        return future
+        return futures
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -159,12 +167,13 @@ class PipelinedRedis:
             protocol = await self._connect()
         return await protocol.send(packed)
 
-    def send_now(self, packed: bytes) -> asyncio.Future[Any] | None:
-        """Write `packed` at once on the open connection; None when there is none (caller falls back)."""
+    def send_now(self, commands: list[bytes]) -> list[asyncio.Future[Any]] | None:
+        """Write packed `commands` at once, in one write, on the open connection; a future for each
+        reply, or None when no connection is open (the caller falls back to execute_packed)."""
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or protocol.transport is None:
             return None
-        return protocol.send_now(packed)
+        return protocol.send_now(commands)
 
     def abort(self) -> None:
         """Drop the connection (a stuck peer); the next call opens a new one."""

@@ -242,8 +242,8 @@ class _Exchange:
             return await self._attempts()
         except GatewayError as exc:
             self.outcome.error = str(exc)
-            self._release_all()
             try:
+                await self._release_before_end()
                 await _send_error(self.send, exc, self.rid_header)
             except ClientGone:
                 return 499
@@ -329,12 +329,20 @@ class _Exchange:
         self.renew_timer = asyncio.get_running_loop().call_later(interval, self._renew, interval)
 
     def _release_all(self) -> None:
-        # Sent, not awaited: the release is on its way to Redis before the client can see the
-        # end of the response, and the response does not wait a round trip for its answer.
         leases, self.leases = self.leases, []
         release = self.gw.limiter.release_soon
         for lease in leases:
             release(lease)
+
+    async def _release_before_end(self) -> None:
+        # Permits go back before the client can see the end of the response, so a client that
+        # sends its next request at once never finds its own permit still held. Not awaited:
+        # the response does not wait a round trip for the answer.
+        self._release_all()
+        if self.gw.limiter.releases_pending:
+            # The limiter writes its queued releases when this loop iteration ends; yielding
+            # once lets that write go first.
+            await asyncio.sleep(0)
 
     def _release_provider(self, pplan: ProviderPlan) -> None:
         """Give back a failed provider's own permits; key and target permits stay held."""
@@ -541,9 +549,7 @@ class _Exchange:
             headers = [h for h in headers if h[0] != b"content-type"]
             headers.append(_JSON_HEADERS[0])
         headers.append((b"content-length", str(len(body)).encode()))
-        # Permits go back before the client can see the end of the response, so a client
-        # that sends its next request at once never finds its own permit still held.
-        self._release_all()
+        await self._release_before_end()
         await self._start(status, headers)
         await self._body(body, False)
         return status
@@ -560,7 +566,7 @@ class _Exchange:
         content = response.content
         # A HEAD answer (and a 304) states the length of a body that is never sent.
         if length == 0 or status == 304 or self.scope["method"] == "HEAD":
-            self._release_all()
+            await self._release_before_end()
             await self._start(status, headers)
             await self._body(b"", False)
             return status
@@ -572,13 +578,13 @@ class _Exchange:
             if not chunk:
                 # The upstream ended early: the client sees a short body, as it would directly.
                 log.warning("%s ended the body %d bytes early", pplan.label, remaining)
-                self._release_all()
+                await self._release_before_end()
                 await self._body(b"", False)
                 break
             remaining -= len(chunk)
             sent += len(chunk)
             if remaining <= 0:
-                self._release_all()
+                await self._release_before_end()
                 await self._body(chunk, False)
             else:
                 await self._body(chunk, True)
@@ -622,7 +628,7 @@ class _Exchange:
             self.outcome.error = f"upstream stream broke: {type(exc).__name__}"
         finally:
             self.gw.metrics.streamed(pplan.label, sent, events)
-        self._release_all()
+        await self._release_before_end()
         await self._body(b"", False)
         return status
 

@@ -334,6 +334,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "open": {"url": v1("main")},
                 "burst7": {"url": v1("main"), "rate_limit": rate(7)},
                 "conc3": {"url": v1("conc"), "concurrency_limit": concurrency(3)},
+                "serial1": {"url": v1("main"), "concurrency_limit": concurrency(1)},
                 "tight": {"url": v1("main"), "keys": ["alice"], "rate_limit": rate(2)},
                 "loose": {"url": v1("main"), "keys": ["alice"]},
                 "tiers": {"url": v1("main"), "keys": ["basic", "premium"]},
@@ -413,6 +414,18 @@ def test_concurrency_limit_admits_exactly_three_and_gets_its_permits_back(cluste
     assert mock.max_in_flight == 3
     assert mock.request_count == 6
     assert cluster.redis.zcard(semaphore_key(cluster.prefix, "target:conc3")) == 0
+
+
+def test_a_client_coming_straight_back_finds_its_permit_free(cluster: Cluster) -> None:
+    # The permit is given back before the last byte of the response leaves, so a client that
+    # sends its next request the moment it has read the last one is never refused, whichever
+    # instance and worker the next request lands on; plain and streamed responses both. (That
+    # the release is written before the handler sends on is proven in test_lua_redis.py; here,
+    # that nothing on the way delays it past the client's next request.)
+    gws = [cluster.a, cluster.b]
+    replies = [call(gws[i % 2], "serial1", stream=i % 3 == 0) for i in range(60)]
+    assert statuses(replies) == [200] * 60, statuses(replies)
+    assert cluster.redis.zcard(semaphore_key(cluster.prefix, "target:serial1")) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,6 +179,44 @@ async def test_release_soon_frees_the_permit_without_being_awaited(make, max_con
         assert decision.allowed
 
 
+async def test_releases_of_one_iteration_go_out_in_one_write_before_a_yield_returns(
+    make, redis, unique_prefix
+) -> None:
+    limiter = await make()
+    checks = (ConcurrencyCheck("target", "target:batch", 10),)
+    held = [await limiter.admit(checks) for _ in range(10)]
+    assert all(d.allowed for d in held)
+    key = f"{unique_prefix}:{{{unique_prefix}}}:cc:target:batch"
+    assert await redis.zcard(key) == 10
+    protocol = limiter._client._protocol
+    writes: list[bytes] = []
+    real = protocol.transport
+
+    class RecordingTransport:
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+            real.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+    protocol.transport = RecordingTransport()
+    for decision in held:
+        limiter.release_soon(decision.lease)
+    # Queued, not written: the request path yields once before its last byte.
+    assert limiter.releases_pending
+    assert writes == []
+    await asyncio.sleep(0)
+    assert not limiter.releases_pending
+    assert len(writes) == 1, writes  # ten releases, one write, one script call
+    assert writes[0].count(b"EVALSHA") == 1
+    for _ in range(100):
+        if await redis.zcard(key) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await redis.zcard(key) == 0
+
+
 async def test_one_batch_decides_mixed_requests_each_for_its_caller(make, redis) -> None:
     limiter = await make()
     tight = (RateCheck("target", "target:tight", 0.001, 3), ConcurrencyCheck("key", "key:k", 100))
