@@ -321,3 +321,21 @@ def test_workers_forked_from_a_parent_are_summed(tmp_path):
     assert value(after, "onwards_config_active", version="v1") is None
     assert value(after, "onwards_requests_total", target="gpt", route=CHAT, method="POST", status="200") == 3
     assert sorted(os.listdir(tmp_path)) == ["counter_archive.db", "histogram_archive.db"]
+
+
+def test_the_pid_prometheus_asks_for_is_cached_and_follows_forks(mp_dir):
+    build_metrics(True, "onwards")
+    assert getattr(values.ValueClass, "_onwards_pid_cache", False)
+    assert om._current_pid() == os.getpid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child reports what the cache says there, and leaves without cleanup
+        os.write(write, f"{om._current_pid()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    cached, real = os.read(read, 100).decode().split()
+    os.close(read)
+    assert status == 0
+    assert cached == real == str(child)
+    assert om._current_pid() == os.getpid()
