@@ -296,10 +296,12 @@ class RedisLimiter:
         lease_id = os.urandom(16).hex() if plan.semaphores else ""
         sent_at = self._clock()
         try:
-            async with asyncio.timeout(self._timeout):
-                if self._pipelined:
-                    reply = await self._queue_admit(plan, lease_id)
-                else:
+            if self._pipelined:
+                # Bounded by redis_timeout_ms all the same: one timer per batch (see _flush), not
+                # one per request.
+                reply = await self._queue_admit(plan, lease_id)
+            else:
+                async with asyncio.timeout(self._timeout):
                     args = ("EVALSHA", self._admit.sha, len(plan.keys), *plan.keys, 1, self._ttl, lease_id)
                     reply = (await self._call((*args, *plan.values)))[0]
         except _FAILURES as exc:
@@ -410,7 +412,9 @@ class RedisLimiter:
             callbacks.append(lambda done: self._released(done, releases))
         if admits:
             packed.append(self._pack_admits(admits))
-            callbacks.append(lambda done: self._admitted(done, admits))
+            # Every admission of the batch waits at most redis_timeout_ms from now.
+            timer = asyncio.get_running_loop().call_later(self._timeout, self._admits_timed_out, admits)
+            callbacks.append(lambda done: self._admitted(done, admits, timer))
         if not packed:
             return
         futures = client.send_now(packed)
@@ -450,15 +454,26 @@ class RedisLimiter:
             )
         )
 
+    @staticmethod
+    def _admits_timed_out(admits: list[tuple[_AdmitPlan, str, asyncio.Future[Any]]]) -> None:
+        for _, _, future in admits:
+            if not future.done():
+                future.set_exception(TimeoutError("Redis did not answer within redis_timeout_ms"))
+
     def _admitted(
-        self, done: asyncio.Future[Any], admits: list[tuple[_AdmitPlan, str, asyncio.Future[Any]]]
+        self,
+        done: asyncio.Future[Any],
+        admits: list[tuple[_AdmitPlan, str, asyncio.Future[Any]]],
+        timer: asyncio.TimerHandle,
     ) -> None:
         exc = done.exception() if not done.cancelled() else ConnectionError("admission batch cancelled")
         if isinstance(exc, NoScriptError):
-            # Redis restarted or was flushed: reload the scripts and send the same batch again.
+            # Redis restarted or was flushed: reload the scripts and send the same batch again,
+            # still within the batch's timeout.
             retry = asyncio.ensure_future(self._resend(self._pack_admits(admits)))
-            retry.add_done_callback(lambda again: self._admitted(again, admits))
+            retry.add_done_callback(lambda again: self._admitted(again, admits, timer))
             return
+        timer.cancel()
         ttl = self._settings.lease_ttl_ms
         for i, (plan, lease_id, future) in enumerate(admits):
             if future.done():
