@@ -6,6 +6,7 @@ without starting processes; streaming timing and real disconnects are in tests/i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -734,3 +735,18 @@ async def test_sanitize_leaves_other_endpoints_alone(gateway_app, mock_a):
         r = await client.post("/v1/embeddings", json={"model": "gpt", "input": "hi"})
     assert r.status_code == 200
     assert EXTRA_FIELD in r.json()
+
+
+async def test_a_slow_answer_keeps_renewing_its_permit_past_the_lease_ttl(gateway_app, mock_a) -> None:
+    # A renewal interval above the disconnect-watch delay: the renewal is scheduled by the watch,
+    # not at admission (see _Exchange._schedule_renew).
+    config = single(mock_a, concurrency_limit={"max_concurrent_requests": 1})
+    config["limits"] = {"lease_ttl_ms": 2400, "renew_interval_ms": 700}
+    async with gateway_app(config) as client:
+        slow = asyncio.create_task(client.post(CHAT, json=chat(), headers={"x-mock-delay": "3.8"}))
+        await asyncio.sleep(3.0)  # past the lease ttl: only renewals can still hold the permit
+        refused = await client.post(CHAT, json=chat())
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "concurrency_limit_exceeded"
+        assert (await slow).status_code == 200
+        assert (await client.post(CHAT, json=chat())).status_code == 200
