@@ -5,6 +5,8 @@ no metrics: read the body, forward it to the one upstream, send the answer back 
 an event stream). Whatever the gateway costs beyond this is its own overhead.
 
 ``--client`` picks the upstream client, so the same forwarder also measures httpx against aiohttp.
+``--gc-tuning`` gives it the gateway's garbage-collector settings (onwards/gc_tuning.py), so the
+benchmark can show what the gateway gains from them apart from everything else.
 
     python -m tests.bench.bare_proxy --upstream http://127.0.0.1:8001 --port 8000 --workers 2
 """
@@ -24,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from onwards.gc_tuning import tune_for_serving
 from tests.support.processes import LOOPBACK, ManagedProcess, http_status
 
 CLIENTS = ("aiohttp", "httpx")
@@ -113,6 +116,7 @@ def create_app() -> Starlette:
     settings = json.loads(os.environ[ENV])
     upstream: str = settings["upstream"].rstrip("/")
     client: str = settings["client"]
+    gc_tuning: bool = settings.get("gc_tuning", False)
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}, expected one of {CLIENTS}")
     holder: dict[str, Forward] = {}
@@ -123,6 +127,8 @@ def create_app() -> Starlette:
         make = _aiohttp_forwarder if client == "aiohttp" else _httpx_forwarder
         forward, close = make(upstream)
         holder["forward"] = forward
+        if gc_tuning:
+            tune_for_serving()
         try:
             yield
         finally:
@@ -146,7 +152,9 @@ def create_app() -> Starlette:
 class BareProxy(ManagedProcess):
     label = "bare-proxy"
 
-    def __init__(self, upstream: str, port: int, workers: int, client: str = "aiohttp") -> None:
+    def __init__(
+        self, upstream: str, port: int, workers: int, client: str = "aiohttp", gc_tuning: bool = False
+    ) -> None:
         if client not in CLIENTS:
             raise ValueError(f"unknown client {client!r}, expected one of {CLIENTS}")
         self.port = port
@@ -154,6 +162,8 @@ class BareProxy(ManagedProcess):
         self.client = client
         argv = [sys.executable, "-m", "tests.bench.bare_proxy", "--upstream", upstream]
         argv += ["--port", str(port), "--workers", str(workers), "--client", client]
+        if gc_tuning:
+            argv.append("--gc-tuning")
         super().__init__(argv)
 
     @property
@@ -175,12 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--client", choices=CLIENTS, default="aiohttp", help="upstream HTTP client (aiohttp)")
+    parser.add_argument(
+        "--gc-tuning", action="store_true", help="the gateway's garbage-collector settings (off)"
+    )
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if not args.upstream.startswith(("http://", "https://")):
         parser.error(f"--upstream must be an http(s) URL, got {args.upstream!r}")
-    os.environ[ENV] = json.dumps({"upstream": args.upstream, "client": args.client})
+    os.environ[ENV] = json.dumps(
+        {"upstream": args.upstream, "client": args.client, "gc_tuning": args.gc_tuning}
+    )
 
     from granian.constants import Interfaces, Loops
     from granian.log import LogLevels

@@ -241,6 +241,8 @@ class Bench:
         out.append("e")
         if self.plan.httpx and workers == 1 and concurrency == report.HIGH_CONCURRENCY:
             out.append("bx")
+        if workers == report.TARGET_WORKERS and concurrency == report.HIGH_CONCURRENCY:
+            out.append("bg")
         return out
 
     def _gateway(self, upstream_url: str, variant: str, workers: int) -> GatewayProcess:
@@ -266,8 +268,9 @@ class Bench:
         )
 
     def _proxy(self, variant: str, upstream_url: str, workers: int) -> ManagedProcess:
-        if variant in ("b", "bx"):
-            return BareProxy(upstream_url, free_port(), workers, "httpx" if variant == "bx" else "aiohttp")
+        if variant in ("b", "bx", "bg"):
+            client = "httpx" if variant == "bx" else "aiohttp"
+            return BareProxy(upstream_url, free_port(), workers, client, gc_tuning=variant == "bg")
         return self._gateway(upstream_url, variant, workers)
 
     def start(self) -> None:

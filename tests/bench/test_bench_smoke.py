@@ -42,7 +42,9 @@ def test_quick_benchmark_reports_ratios_and_targets(tmp_path: Path) -> None:
     for key in RATIO_KEYS:
         assert key in result["ratios"], key
     # (d) needs Redis; without it the run says so and its ratios are null.
-    measured = {"c_over_b", "e_over_b"} | ({"d_over_b", "d_over_c"} if result["meta"]["redis"] else set())
+    measured = {"c_over_b", "e_over_b", "bg_over_b"}
+    if result["meta"]["redis"]:
+        measured |= {"d_over_b", "d_over_c", "d_over_bg"}
     for key in measured:
         assert result["ratios"][key] > 0, (key, result["ratios"])
 

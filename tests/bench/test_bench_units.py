@@ -82,6 +82,7 @@ def _rows() -> list[dict]:
         _run("e", 2, 64, 2000, 18, 45),
         _run("b", 1, 64, 2000, 20, 50),
         _run("bx", 1, 64, 100, 600, 900),
+        _run("bg", 2, 64, 5000, 9, 25),
         _run("a", None, 1, 30000, 0.05, 0.2),
         _run("d", 2, 1, 1500, 0.6, 1.9),
         _run("b", 2, 1, 2000, 0.45, 1.0),
@@ -103,6 +104,11 @@ def test_ratios_and_added_latency() -> None:
     assert ratio["d_over_c"] == pytest.approx(3400 / 3000)
     assert ratio["e_over_b"] == pytest.approx(0.5)
     assert ratio["httpx_over_aiohttp_bare_w1"] == pytest.approx(0.05)
+    assert ratio["d_over_bg"] == pytest.approx(0.68)
+    assert ratio["bg_over_b"] == pytest.approx(1.25)
+    throughput = report.targets(ratio, added := report.added_latency(rows), {}, {})[0]
+    assert throughput["met"] is True
+    assert "(d)/(bg) = 0.68" in throughput["note"]
     added = report.added_latency(rows)
     assert added["d/w2"]["p50_ms"] == pytest.approx(0.55)
     assert added["d/w2"]["p99_ms"] == pytest.approx(1.7)
