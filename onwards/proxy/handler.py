@@ -230,7 +230,7 @@ class _Exchange:
         self.outcome = outcome
         self.leases: list[Lease] = []
         self.renew_timer: asyncio.TimerHandle | None = None
-        self.renew_due: tuple[float, float] | None = None  # (loop time, interval) of a deferred renewal
+        self.renew_due: float | None = None  # the interval of a renewal not yet scheduled
         self.watch_timer: asyncio.TimerHandle | None = None
         self.watch_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[Any] | None = None
@@ -324,14 +324,13 @@ class _Exchange:
         if self.renew_timer is not None or self.renew_due is not None:
             return
         interval = self.gw.renew_interval_s(ttl_ms)
-        loop = asyncio.get_running_loop()
         if interval <= DISCONNECT_WATCH_DELAY or self.watch_task is not None:
-            self.renew_timer = loop.call_later(interval, self._renew, interval)
+            self.renew_timer = asyncio.get_running_loop().call_later(interval, self._renew, interval)
         else:
             # Nearly every request ends long before its first renewal, so it gets no timer of its
             # own: the disconnect watch that every longer request reaches first (after
-            # DISCONNECT_WATCH_DELAY, or when a stream starts) sets it, for the same moment.
-            self.renew_due = (loop.time() + interval, interval)
+            # DISCONNECT_WATCH_DELAY, or when a stream starts) sets it.
+            self.renew_due = interval
 
     def _renew(self, interval: float) -> None:
         for lease in self.leases:
@@ -649,8 +648,10 @@ class _Exchange:
         if self.watch_task is None:
             self.watch_task = loop.create_task(self._disconnect_watcher())
         if self.renew_due is not None and self.renew_timer is None:
-            at, interval = self.renew_due
-            self.renew_timer = loop.call_at(at, self._renew, interval)
+            # Counted from now less the watch delay: at most that much early (when a stream starts
+            # sooner), never late.
+            interval = self.renew_due
+            self.renew_timer = loop.call_later(interval - DISCONNECT_WATCH_DELAY, self._renew, interval)
 
     async def _disconnect_watcher(self) -> None:
         while True:
