@@ -101,9 +101,7 @@ class _Protocol(asyncio.Protocol):
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self.lost is not None:
             raise self.lost
-        future = self.loop.create_future()
-        self.waiters.append(future)
-        self.pending.append(packed)
+        future = self._enqueue(packed)
         if not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -114,14 +112,16 @@ class _Protocol(asyncio.Protocol):
         (with anything batched before them)."""
         if self.lost is not None:
             raise self.lost
-        futures = []
-        for packed in commands:
-            future = self.loop.create_future()
-            self.waiters.append(future)
-            self.pending.append(packed)
-            futures.append(future)
+        futures = [self._enqueue(packed) for packed in commands]
         self._flush()
         return futures
+
+    def _enqueue(self, packed: bytes) -> asyncio.Future[Any]:
+        # The reply future goes in the FIFO in the same order as the command in the write buffer.
+        future = self.loop.create_future()
+        self.waiters.append(future)
+        self.pending.append(packed)
+        return future
 
     def _flush(self) -> None:
         self.flush_scheduled = False
