@@ -30,7 +30,7 @@ class Gateway:
         self.metrics = metrics
         self.access_log = settings.access_log
         self.started_at = time.time()
-        self.active: ActiveConfig | None = None  # type: ignore[assignment]
+        self.active: ActiveConfig | None = None
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
         self._background: set[asyncio.Task[Any]] = set()

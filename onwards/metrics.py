@@ -144,7 +144,7 @@ def _use_multiprocess_values(path: str) -> None:
     # in one process would both append to the same files.
     if not getattr(values.ValueClass, "_onwards_pid_cache", False):
         value_class = values.MultiProcessValue(_current_pid)
-        value_class._onwards_pid_cache = True  # type: ignore[attr-defined]
+        value_class._onwards_pid_cache = True
         values.ValueClass = value_class
     pid = os.getpid()
     if _cleaned_pid != pid:
@@ -174,62 +174,96 @@ class PrometheusMetrics(Metrics):
         # registry=None: in multiprocess mode the exporter reads the files; registering in
         # the process-global registry would only make a second build fail on duplicates.
         self._requests = Counter(
-            p + "requests", "Requests answered, by target, route, method and status.",
-            ("target", "route", "method", "status"), registry=None,
+            p + "requests",
+            "Requests answered, by target, route, method and status.",
+            ("target", "route", "method", "status"),
+            registry=None,
         )
         self._duration = Histogram(
-            p + "request_duration_seconds", "Time from receiving a request to its last byte sent.",
-            ("target", "route"), buckets=REQUEST_BUCKETS, registry=None,
+            p + "request_duration_seconds",
+            "Time from receiving a request to its last byte sent.",
+            ("target", "route"),
+            buckets=REQUEST_BUCKETS,
+            registry=None,
         )
         self._in_flight = Gauge(
-            p + "requests_in_flight", "Requests being served now, summed over live workers.",
-            registry=None, multiprocess_mode="livesum",
+            p + "requests_in_flight",
+            "Requests being served now, summed over live workers.",
+            registry=None,
+            multiprocess_mode="livesum",
         )
         self._upstream = Counter(
-            p + "upstream_requests", "Upstream responses received, by provider and status.",
-            ("provider", "status"), registry=None,
+            p + "upstream_requests",
+            "Upstream responses received, by provider and status.",
+            ("provider", "status"),
+            registry=None,
         )
         self._ttfb = Histogram(
-            p + "upstream_ttfb_seconds", "Time from sending a request upstream to its response headers.",
-            ("provider",), buckets=TTFB_BUCKETS, registry=None,
+            p + "upstream_ttfb_seconds",
+            "Time from sending a request upstream to its response headers.",
+            ("provider",),
+            buckets=TTFB_BUCKETS,
+            registry=None,
         )
         self._upstream_errors = Counter(
-            p + "upstream_errors", "Upstream attempts that failed, by provider and kind.",
-            ("provider", "kind"), registry=None,
+            p + "upstream_errors",
+            "Upstream attempts that failed, by provider and kind.",
+            ("provider", "kind"),
+            registry=None,
         )
         self._rejections = Counter(
-            p + "limit_rejections", "Requests refused by a limit, by the refusing scope and kind.",
-            ("scope", "kind"), registry=None,
+            p + "limit_rejections",
+            "Requests refused by a limit, by the refusing scope and kind.",
+            ("scope", "kind"),
+            registry=None,
         )
         self._limiter_errors = Counter(
-            p + "limiter_redis_errors", "Limiter calls to Redis that failed.", registry=None,
+            p + "limiter_redis_errors",
+            "Limiter calls to Redis that failed.",
+            registry=None,
         )
         self._circuit = Gauge(
-            p + "limiter_circuit_open", "1 while any live worker's limiter circuit to Redis is open.",
-            registry=None, multiprocess_mode="livemax",
+            p + "limiter_circuit_open",
+            "1 while any live worker's limiter circuit to Redis is open.",
+            registry=None,
+            multiprocess_mode="livemax",
         )
         self._fallbacks = Counter(
-            p + "fallback_attempts", "Extra providers tried after a failed attempt, by target.",
-            ("target",), registry=None,
+            p + "fallback_attempts",
+            "Extra providers tried after a failed attempt, by target.",
+            ("target",),
+            registry=None,
         )
         self._reloads = Counter(
-            p + "config_reloads", "Config reloads, by result.", ("result",), registry=None,
+            p + "config_reloads",
+            "Config reloads, by result.",
+            ("result",),
+            registry=None,
         )
         self._config_active = Gauge(
-            p + "config_active", "1 for each config version a live worker is serving.",
-            ("version",), registry=None, multiprocess_mode="livemax",
+            p + "config_active",
+            "1 for each config version a live worker is serving.",
+            ("version",),
+            registry=None,
+            multiprocess_mode="livemax",
         )
         self._bytes = Counter(
-            p + "streamed_bytes", "Response body bytes sent to clients, by provider.",
-            ("provider",), registry=None,
+            p + "streamed_bytes",
+            "Response body bytes sent to clients, by provider.",
+            ("provider",),
+            registry=None,
         )
         self._events = Counter(
-            p + "sse_events", "Server-sent events sent to clients, by provider.",
-            ("provider",), registry=None,
+            p + "sse_events",
+            "Server-sent events sent to clients, by provider.",
+            ("provider",),
+            registry=None,
         )
         self._auth_failures = Counter(
-            p + "auth_failures", "Requests refused for authentication, by reason.",
-            ("reason",), registry=None,
+            p + "auth_failures",
+            "Requests refused for authentication, by reason.",
+            ("reason",),
+            registry=None,
         )
 
         # Closed label sets are bound now; open but bounded ones on first use.
@@ -394,9 +428,17 @@ def start_exporter(
     if not os.path.isdir(multiproc_dir):
         raise ValueError(f"metrics dir {multiproc_dir!r} is not a directory")
     cmd = [
-        sys.executable, "-m", "onwards.metrics_exporter",
-        "--port", str(port), "--host", host,
-        "--multiproc-dir", multiproc_dir, "--parent-pid", str(os.getpid()),
+        sys.executable,
+        "-m",
+        "onwards.metrics_exporter",
+        "--port",
+        str(port),
+        "--host",
+        host,
+        "--multiproc-dir",
+        multiproc_dir,
+        "--parent-pid",
+        str(os.getpid()),
     ]
     env = dict(os.environ)
     # Make `-m onwards...` importable even when Onwards runs from a source checkout.

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     server.timeout = min(0.5, args.reap_interval)
     server.reap()
     bound_host, bound_port = server.server_address[:2]
-    print(f"{READY_PREFIX}{bound_host}:{bound_port}", flush=True)
+    print(f"{READY_PREFIX}{bound_host!s}:{bound_port}", flush=True)
     # Nothing else is written to stdout; the starter may close its end of the pipe.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

@@ -585,7 +585,7 @@ class _TargetReader:
             pf.finish()
             providers.append(provider)
         f.finish()
-        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize)  # type: ignore[arg-type]
+        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize)
 
     def single(self, f: _Fields) -> Target:
         own_keys = self.keys.key_list(f, "keys")

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from onwards.config.model import Check, LimitsSettings, RateCheck
+from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCheck
 from onwards.limits.base import ALLOW, Decision, Lease
 from onwards.limits.keys import validate_checks, validate_settings
 
@@ -108,6 +108,7 @@ class MemoryLimiter:
                     return Decision(allowed=False, refused=check, retry_after=wait)
                 claimed[limiter_id] = tokens - 1
             else:
+                assert isinstance(check, ConcurrencyCheck)
                 limit = check.limit
                 if limit < 1:
                     return Decision(allowed=False, refused=check)

@@ -144,7 +144,7 @@ class RedisLimiter:
                 f"Redis url must start with redis://, rediss:// or unix://, got {redact_url(url)!r}"
             )
         self._url = url
-        self._client: aioredis.Redis | None = client
+        self._client: aioredis.Redis | PipelinedRedis | None = client
         self._owns_client = client is None
         self._pool_size = max_connections or _POOL_SIZE
         self._clock = clock  # for the local "bucket known empty" memory only; Redis keeps the time

@@ -52,7 +52,7 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-def _error(message: str) -> ResponseError:
+def _error(message: str) -> ResponseError | AuthenticationError:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
     if message.startswith(("NOAUTH", "WRONGPASS")):

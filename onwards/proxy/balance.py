@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from onwards.config.model import Provider, Target
 
 
-def attempt_order(target: Target, rng: random.Random = random._inst) -> Iterator[Provider]:  # type: ignore[attr-defined]
+def attempt_order(target: Target, rng: random.Random = random._inst) -> Iterator[Provider]:
     """Yield providers to try, at most `fallback.max_attempts` (default: one per provider).
 
     Within a pass a provider is tried once (unless `with_replacement`); when a pass is used

@@ -26,7 +26,7 @@ class IdleCappedConnector(aiohttp.TCPConnector):
         self._max_idle_per_host = max_idle_per_host
         self._live_hosts: frozenset[tuple[str, int, bool]] | None = None
 
-    def _release(self, key, protocol, *, should_close: bool = False) -> None:  # type: ignore[no-untyped-def, override]
+    def _release(self, key, protocol, *, should_close: bool = False) -> None:
         idle = self._conns.get(key)
         if idle is not None and len(idle) >= self._max_idle_per_host:
             should_close = True
@@ -48,7 +48,6 @@ class IdleCappedConnector(aiohttp.TCPConnector):
             if (key.host, key.port, key.is_ssl) not in live:
                 for protocol, _ in self._conns.pop(key):
                     protocol.close()
-
 
 
 def build_session(pool: HttpPool) -> aiohttp.ClientSession:

@@ -113,6 +113,7 @@ class ProxyHandler:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> tuple[str, int]:
         gw = self.gateway
         active = gw.active  # this request finishes on the config it started with
+        assert active is not None  # the server only routes requests here once the lifespan has started
         snapshot = active.snapshot
 
         override = authorization = request_id_in = None

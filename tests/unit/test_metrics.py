@@ -303,7 +303,11 @@ def test_workers_forked_from_a_parent_are_summed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     out = subprocess.run(
         [sys.executable, "-c", FORKING_PARENT, str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
     ).stdout
     result = json.loads(out)
     s = {(name, tuple(sorted(labels.items()))): v for name, labels, v in result["samples"]}

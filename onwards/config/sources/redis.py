@@ -223,9 +223,11 @@ async def load_from_redis(redis_url: str, prefix: str) -> Snapshot:
 async def _read_stored(client: aioredis.Redis, prefix: str) -> StoredConfig:
     key = config_key(prefix)
     try:
-        version, body, digest, pushed_at, source = await client.hmget(
+        # The client is opened without decode_responses: every field is bytes or None.
+        fields: list[bytes | None] = await client.hmget(  # type: ignore[assignment]
             key, ["version", "body", "digest", "pushed_at", "source"]
         )
+        version, body, digest, pushed_at, source = fields
     except ResponseError as error:
         raise ConfigError(f"cannot read the config stored under {key}: {error}") from None
     if version is None or body is None:
@@ -233,16 +235,16 @@ async def _read_stored(client: aioredis.Redis, prefix: str) -> StoredConfig:
             f"no config stored under {key} (store one with `onwards config push -f config.json`)"
         )
     # A body stored by hand, without a digest, still gets a version that follows its content.
-    digest = digest.decode(errors="replace") if digest else content_version(body)
+    digest_text = digest.decode(errors="replace") if digest else content_version(body)
     try:
-        label = version_label(version, digest)
+        label = version_label(version, digest_text)
     except ValueError:
         raise ConfigError(f"the config stored under {key} has a version that is not a number") from None
     return StoredConfig(
         version=label,
         number=int(version),
         body=body,
-        digest=digest,
+        digest=digest_text,
         pushed_at=int(pushed_at) if pushed_at and pushed_at.isdigit() else None,
         source=source.decode(errors="replace") if source else "",
     )
