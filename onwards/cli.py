@@ -13,14 +13,15 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from onwards import __version__
 from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import write_last_good
 from onwards.config.model import Snapshot
 from onwards.logging_setup import configure_logging
-from onwards.settings import SETTINGS_ENV, Settings
+from onwards.settings import SETTINGS_ENV, Option, Settings, cli_default, env_name, options
 
 log = logging.getLogger("onwards.cli")
 
@@ -37,118 +38,85 @@ def parse_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(f"ONWARDS_{name}")
-    return value if value not in (None, "") else None
+def _number(
+    kind: type[int] | type[float], minimum: float | None, maximum: float | None
+) -> Callable[[str], int | float]:
+    def convert(raw: str) -> int | float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {raw!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {raw!r}")
+        return value
+
+    return convert
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    raw = _env(name)
-    if raw is None:
+def _converter(option: Option) -> Callable[[str], Any]:
+    if option.kind == "bool":
+        return parse_bool
+    if option.kind == "int":
+        return _number(int, option.minimum, option.maximum)
+    if option.kind == "float":
+        return _number(float, option.minimum, option.maximum)
+
+    def text(raw: str) -> str:
+        if option.choices and raw not in option.choices:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(option.choices)}, got {raw!r}")
+        return raw
+
+    return text
+
+
+def _env_default(parser: argparse.ArgumentParser, name: str, option: Option, default: Any) -> Any:
+    """An ONWARDS_* variable is the default the flag overrides; a bad one stops the start in one line."""
+    env = env_name(name)
+    raw = os.environ.get(env)
+    if raw in (None, ""):
         return default
     try:
-        return parse_bool(raw)
-    except argparse.ArgumentTypeError:
-        raise SystemExit(f"onwards: error: ONWARDS_{name}: expected true or false, got {raw!r}") from None
-
-
-def _env_num(name: str, kind: type, default: object) -> object:
-    raw = _env(name)
-    if raw is None:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SystemExit(f"onwards: error: ONWARDS_{name}: expected a number, got {raw!r}") from None
-
-
-def _bool_flag(
-    parser: argparse.ArgumentParser, name: str, short: str | None, default: bool, help_: str
-) -> None:
-    """--name, --name=false, --name false and --no-name all work (the onwards docs show each)."""
-    names = [f"--{name}"] + ([short] if short else [])
-    parser.add_argument(
-        *names, nargs="?", const=True, type=parse_bool, default=default, metavar="BOOL", help=help_
-    )
-    parser.add_argument(
-        f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=argparse.SUPPRESS
-    )
+        return _converter(option)(raw)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"{env}: {exc}")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser, generated from the declarations in onwards/settings.py."""
     p = argparse.ArgumentParser(
         prog="onwards",
         description="OpenAI-compatible AI gateway with cluster-wide limits. "
         "Also: `onwards config push|show` to manage a config stored in Redis.",
     )
-    p.add_argument("-f", "--targets", default=_env("TARGETS"), metavar="PATH", help="JSON config file")
-    p.add_argument("--host", default=_env("HOST") or "0.0.0.0", help="address to listen on (0.0.0.0)")
-    p.add_argument("-p", "--port", type=int, default=_env_num("PORT", int, 3000), help="port (3000)")
-    p.add_argument(
-        "--workers", type=int, default=_env_num("WORKERS", int, 1), help="Granian worker processes (1)"
-    )
-    p.add_argument(
-        "--redis-url",
-        default=_env("REDIS_URL"),
-        help="Redis for cluster-wide limits (and config with --config-from-redis); "
-        "without it limits are enforced per process",
-    )
-    p.add_argument(
-        "--redis-prefix",
-        default=_env("REDIS_PREFIX") or "onwards",
-        help="prefix of every Redis key (onwards)",
-    )
-    _bool_flag(
-        p,
-        "config-from-redis",
-        None,
-        _env_bool("CONFIG_FROM_REDIS", False),
-        "load the config stored by `onwards config push` and follow its updates",
-    )
-    _bool_flag(p, "watch", "-w", _env_bool("WATCH", True), "reload the config file when it changes (true)")
-    _bool_flag(p, "metrics", "-m", _env_bool("METRICS", True), "serve Prometheus metrics (true)")
-    p.add_argument(
-        "--metrics-host", default=_env("METRICS_HOST") or "0.0.0.0", help="metrics address (0.0.0.0)"
-    )
-    p.add_argument(
-        "--metrics-port", type=int, default=_env_num("METRICS_PORT", int, 9090), help="metrics port (9090)"
-    )
-    p.add_argument("--metrics-prefix", default=_env("METRICS_PREFIX") or "onwards", help="metric name prefix")
-    p.add_argument(
-        "--pool-max-idle-per-host",
-        type=int,
-        default=_env_num("POOL_MAX_IDLE_PER_HOST", int, None),
-        help="idle upstream connections kept per host and worker (config http_pool, else 100)",
-    )
-    p.add_argument(
-        "--pool-idle-timeout-secs",
-        type=float,
-        default=_env_num("POOL_IDLE_TIMEOUT_SECS", float, None),
-        help="seconds an idle upstream connection is kept (config http_pool, else 90)",
-    )
-    p.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL") or "info",
-        choices=["debug", "info", "warning", "error", "critical"],
-    )
-    p.add_argument("--log-format", default=_env("LOG_FORMAT") or "pretty", choices=["json", "pretty"])
-    _bool_flag(p, "access-log", None, _env_bool("ACCESS_LOG", True), "one log line per request (true)")
-    _bool_flag(
-        p,
-        "gc-tuning",
-        None,
-        _env_bool("GC_TUNING", True),
-        "freeze the loaded app and run the garbage collector less often, in each worker (true)",
-    )
-    p.add_argument(
-        "--backpressure",
-        type=int,
-        default=_env_num("BACKPRESSURE", int, 4096),
-        help="connections each worker serves at once before new ones wait (4096)",
-    )
-    p.add_argument(
-        "--backlog", type=int, default=_env_num("BACKLOG", int, 2048), help="listen backlog (2048)"
-    )
+    for f, option in options():
+        default = _env_default(p, f.name, option, cli_default(f, option))
+        help_ = f"{option.help} ({env_name(f.name)})"
+        if option.kind == "bool":
+            # --name, --name=false, --name false and --no-name all work (the onwards docs show each).
+            p.add_argument(
+                *option.flags,
+                dest=f.name,
+                nargs="?",
+                const=True,
+                type=parse_bool,
+                default=default,
+                metavar="BOOL",
+                help=help_,
+            )
+            p.add_argument(
+                f"--no-{option.long[2:]}", dest=f.name, action="store_false", help=argparse.SUPPRESS
+            )
+        else:
+            p.add_argument(
+                *option.flags,
+                dest=f.name,
+                type=_converter(option),
+                default=default,
+                metavar=option.metavar or (f"{{{','.join(option.choices)}}}" if option.choices else None),
+                help=help_,
+            )
     p.add_argument("-V", "--version", action="version", version=f"onwards {__version__}")
     return p
 
@@ -161,33 +129,10 @@ def settings_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             parser.error("use either -f/--targets or --config-from-redis, not both")
     elif not args.targets:
         parser.error("the config file is required: -f/--targets PATH (or --config-from-redis)")
-    for flag, value, low in (("--workers", args.workers, 1), ("--port", args.port, 0)):
-        if value < low:
-            parser.error(f"{flag} must be at least {low}")
-    if args.pool_max_idle_per_host is not None and args.pool_max_idle_per_host < 0:
-        parser.error("--pool-max-idle-per-host must not be negative")
-    return Settings(
-        targets=os.path.abspath(args.targets) if args.targets else None,
-        config_from_redis=args.config_from_redis,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        redis_url=args.redis_url,
-        redis_prefix=args.redis_prefix,
-        watch=args.watch,
-        metrics=args.metrics,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        metrics_prefix=args.metrics_prefix,
-        pool_max_idle_per_host=args.pool_max_idle_per_host,
-        pool_idle_timeout_secs=args.pool_idle_timeout_secs,
-        log_level=args.log_level,
-        log_format=args.log_format,
-        access_log=args.access_log,
-        gc_tuning=args.gc_tuning,
-        backlog=args.backlog,
-        backpressure=args.backpressure,
-    )
+    values = {f.name: getattr(args, f.name) for f, _ in options()}
+    if values["targets"]:
+        values["targets"] = os.path.abspath(values["targets"])
+    return Settings(**values)
 
 
 def _validate_config(settings: Settings) -> Snapshot:
