@@ -20,6 +20,8 @@ from tests.support.processes import REPO_ROOT
 
 pytestmark = [
     pytest.mark.integration,
+    # Out of the default run (it loads both cores for minutes); CI runs it as a step of its own.
+    pytest.mark.bench,
     pytest.mark.skipif(wrk_binary() is None, reason="wrk is not installed (apt-get install -y wrk)"),
 ]
 
