@@ -245,7 +245,7 @@ def test_requests_total_is_summed_over_both_workers(gw: GatewayProcess):
     served_by: Counter[int] = Counter()
     for _round in range(30):
         seen = n + extra
-        wait_until(lambda: len(mine_lines(gw, run)) == seen, timeout=10, interval=0.05)
+        wait_until(lambda seen=seen: len(mine_lines(gw, run)) == seen, timeout=10, interval=0.05)
         served_by = Counter(line["pid"] for line in mine_lines(gw, run))
         if set(served_by) == set(gw.worker_pids()):
             break
