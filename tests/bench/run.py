@@ -232,6 +232,7 @@ class Bench:
         self.upstream_label = ""
         # Connections the upstream accepted so far (nginx's stub_status); None with the fallback upstream.
         self.accepts: Callable[[], int] | None = None
+        self.redis_cpu = RedisCpu(redis_url) if redis_url is not None else None
 
     # Variants this run measures, in table order.
     def variants(self, workers: int, concurrency: int) -> list[str]:
@@ -243,17 +244,21 @@ class Bench:
             out.append("bx")
         if workers == report.TARGET_WORKERS and concurrency == report.HIGH_CONCURRENCY:
             out.append("bg")
+            if self.redis_url is not None:
+                out.append("dn")
         return out
 
     def _gateway(self, upstream_url: str, variant: str, workers: int) -> GatewayProcess:
-        config = gateway_config(upstream_url, limits=variant in ("d", "e"))
+        config = gateway_config(upstream_url, limits=variant in ("d", "dn", "e"))
         path = self.tmp / f"gateway-{variant}-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps(config, indent=2))
-        extra = ["--no-access-log", "--log-level", "warning"]
+        # The gateway as users run it: default flags, so the access log is on and goes to the
+        # process's output like any deployment's (a file here). Only (dn) turns it off, to show its cost.
+        extra = ["--no-access-log"] if variant == "dn" else []
         if not self.plan.metrics:
             extra.append("--no-metrics")
         redis_url = None
-        if variant == "d":
+        if variant in ("d", "dn"):
             redis_url = self.redis_url
             extra += ["--redis-prefix", self.prefix]
         # ONWARDS_* variables of the caller's shell would change what is measured.
@@ -362,6 +367,46 @@ class Bench:
 # -- measuring ---------------------------------------------------------------------------------
 
 
+class RedisCpu:
+    """Redis's own CPU per admitted request of gateway (d), from INFO around each of its c64 runs.
+
+    `used_cpu_user + used_cpu_sys` is everything the server did (scripts, parsing, networking);
+    `cmdstat_evalsha` is the scripts' own time. Other clients of the same Redis during a run would
+    be counted too, so run the benchmark on a quiet machine.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.cpu_s = 0.0
+        self.script_us = 0.0
+        self.requests = 0
+
+    def read(self) -> tuple[float, float]:
+        cpu = self._client.info("cpu")
+        stats = self._client.info("commandstats")
+        evalsha = stats.get("cmdstat_evalsha", {})
+        return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), float(evalsha.get("usec", 0))
+
+    def add(self, before: tuple[float, float], after: tuple[float, float], requests: int) -> None:
+        self.cpu_s += after[0] - before[0]
+        self.script_us += after[1] - before[1]
+        self.requests += requests
+
+    def figures(self) -> dict[str, float | int | None]:
+        if not self.requests:
+            return {"requests": 0, "cpu_us_per_request": None, "script_us_per_request": None}
+        per = self.cpu_s * 1e6 / self.requests
+        return {
+            "requests": self.requests,
+            "cpu_us_per_request": per,
+            "script_us_per_request": self.script_us / self.requests,
+            # What one Redis core sustains at this cost, with nothing else on it.
+            "requests_per_core_s": 1e6 / per if per else None,
+        }
+
+
 class ConnectionSampler:
     """Samples one proxy's upstream connections in a thread while wrk runs."""
 
@@ -405,8 +450,12 @@ def measure_matrix(bench: Bench, runs: list[dict[str, Any]], connections: dict[s
             url = direct_url if instance is None else instance.chat_url
             watch = instance is not None and concurrency == report.HIGH_CONCURRENCY
             sampler = ConnectionSampler(instance, bench.accepts) if watch and instance is not None else None
+            redis_cpu = bench.redis_cpu if variant == "d" and concurrency == report.HIGH_CONCURRENCY else None
+            before = redis_cpu.read() if redis_cpu is not None else None
             with sampler or contextlib.nullcontext():
                 result = run_wrk(url, concurrency, plan.duration_s, plan.wrk_threads)
+            if redis_cpu is not None and before is not None:
+                redis_cpu.add(before, redis_cpu.read(), result.requests)
             if sampler is not None and instance is not None:
                 during = sampler.tracker.during()
                 time.sleep(AFTER_S)
@@ -623,7 +672,10 @@ def run(plan: Plan, out_dir: Path) -> tuple[dict[str, Any], str]:
         "rss_mb": rss,
         "ttfb": ttfb,
         "ttfb_c1": ttfb_c1,
-        "targets": report.targets(ratio, added, connections, ttfb),
+        "redis_cpu": bench.redis_cpu.figures() if bench.redis_cpu is not None else None,
+        "targets": report.targets(
+            ratio, added, connections, ttfb, bench.redis_cpu.figures() if bench.redis_cpu else None
+        ),
         "profile": profile,
     }
     markdown = report.render_markdown(result)

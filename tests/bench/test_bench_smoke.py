@@ -64,7 +64,14 @@ def test_quick_benchmark_reports_ratios_and_targets(tmp_path: Path) -> None:
         "added latency p99 at c1",
         "upstream connections",
         "streaming time to first byte",
+        "throughput without limits",
+        "access log on vs off",
+        "Redis CPU per admitted request",
     }
+    if result["meta"]["redis"]:
+        # Redis's own cost per admitted request was read around the (d) runs.
+        assert result["redis_cpu"]["requests"] > 0
+        assert result["redis_cpu"]["cpu_us_per_request"] > 0
     # Pooling: every proxy keeps open upstream connections during the c64 run.
     for name, conns in result["connections"].items():
         assert conns["during"]["established"] > 0, (name, conns)

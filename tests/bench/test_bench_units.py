@@ -225,3 +225,27 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([3.0], 99) == 3.0
     with pytest.raises(ValueError):
         percentile([], 50)
+
+
+def test_issue_10_targets_access_log_redis_cpu_and_no_limits() -> None:
+    rows = [
+        *(_run("b", 2, 64, 4000, 11, 31) for _ in range(3)),
+        *(_run("c", 2, 64, 4100, 11, 31) for _ in range(3)),
+        *(_run("d", 2, 64, 3500, 11, 31) for _ in range(3)),
+        *(_run("dn", 2, 64, 3600, 11, 31) for _ in range(3)),
+    ]
+    ratio = report.ratios(report.summarize(rows))
+    assert ratio["d_over_dn"] == pytest.approx(3500 / 3600)
+    cpu = {
+        "requests": 1000,
+        "cpu_us_per_request": 30.0,
+        "script_us_per_request": 20.0,
+        "requests_per_core_s": 33333,
+    }
+    by_name = {t["name"]: t for t in report.targets(ratio, {}, {}, {}, cpu)}
+    assert by_name["throughput without limits"]["met"] is True
+    assert by_name["access log on vs off"]["met"] is True  # 0.972 >= 0.95
+    assert by_name["Redis CPU per admitted request"]["met"] is False
+    assert "33,333 requests/s" in by_name["Redis CPU per admitted request"]["note"]
+    unmeasured = {t["name"]: t for t in report.targets(ratio, {}, {}, {}, None)}
+    assert unmeasured["Redis CPU per admitted request"]["met"] is None
