@@ -87,10 +87,6 @@ class Gateway:
         if isinstance(connector, IdleCappedConnector):
             connector.keep_only({p.url for t in compiled.targets.values() for p in t.providers})
 
-    def renew_interval_s(self, ttl_ms: int) -> float:
-        assert self.active is not None
-        return min(self.active.snapshot.limits.renew_interval_ms, ttl_ms / 3) / 1000
-
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` in the background, keeping a reference so it is not collected mid-flight."""
         task = asyncio.get_running_loop().create_task(coro)

@@ -37,6 +37,8 @@ class ActiveConfig:
 
     snapshot: Snapshot
     targets: dict[str, TargetPlan]
+    # Seconds between renewals of a request's concurrency leases: a third of their ttl at most.
+    renew_interval_s: float
 
 
 def _merge_headers(
@@ -70,7 +72,9 @@ def compile_config(snapshot: Snapshot) -> ActiveConfig:
     for alias, target in snapshot.targets.items():
         plans = tuple(_provider_plan(target, p) for p in target.providers)
         targets[alias] = TargetPlan(target=target, providers=plans)
-    return ActiveConfig(snapshot=snapshot, targets=targets)
+    limits = snapshot.limits
+    renew_interval_s = min(limits.renew_interval_ms, limits.lease_ttl_ms / 3) / 1000
+    return ActiveConfig(snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s)
 
 
 def upstream_url(plan: ProviderPlan, path: str, query: bytes) -> str:

@@ -1,0 +1,189 @@
+"""The responder: a provider's answer to the client, whole (sanitized), with a known length, or
+streamed as it arrives (sanitized or not), and the gateway's own error answers.
+
+Every way out gives the permits back before the last byte goes to the client
+(`Permits.release_before_end`). A send that fails because the client left raises ClientGone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from starlette.types import Send
+
+from onwards import errors
+from onwards.errors import GatewayError
+from onwards.proxy import sanitize
+from onwards.proxy.exchange import ClientGone, Exchange
+from onwards.proxy.headers import DROP_DOWNSTREAM
+from onwards.proxy.plan import ProviderPlan
+from onwards.proxy.upstream import UpstreamResponse
+
+log = logging.getLogger("onwards.proxy")
+
+_JSON_CT = (b"content-type", b"application/json")
+
+Headers = list[tuple[bytes, bytes]]
+
+
+async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse) -> int:
+    """Answer the client from `response`; returns the status sent."""
+    status = response.status
+    overridden = pplan.overridden
+    rid_header = ex.request.rid_header
+    # The upstream's own x-request-id (OpenAI sends one) is dropped: with ours appended below
+    # the client would get two, and clients join them or pick either.
+    headers = [
+        (lname, value)
+        for name, value in response.raw_headers
+        if (lname := name.lower()) not in DROP_DOWNSTREAM
+        and lname not in overridden
+        and lname != b"x-request-id"
+    ]
+    headers.extend(pplan.response_headers)
+    headers.append(rid_header)
+    content_type = response.headers.get("Content-Type", "")
+    is_sse = content_type.startswith("text/event-stream")
+    if pplan.sanitize:
+        if status >= 300 or status < 200:
+            # The upstream's own headers could name the provider; a sanitized error carries none.
+            body = sanitize.sanitized_error_body(status)
+            return await send_whole(ex, status, [rid_header], body, replace_ct=True)
+        if is_sse:
+            return await _stream(
+                ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model)
+            )
+        if "/chat/completions" in ex.scope["path"]:
+            raw = await response.read()
+            try:
+                clean = sanitize.sanitize_chat_completion(raw, ex.request.model)
+            except sanitize.SanitizeError as exc:
+                raise GatewayError(
+                    500, errors.INTERNAL, log=f"cannot sanitize {pplan.label} response: {exc}"
+                ) from None
+            return await send_whole(ex, status, headers, clean)
+    length = response.content_length
+    if length is not None and not is_sse:
+        return await _known_length(ex, pplan, response, status, headers, length)
+    return await _stream(ex, pplan, response, status, headers, None)
+
+
+async def start(send: Send, status: int, headers: Headers) -> None:
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+    except Exception as exc:  # the server raises when the client is gone
+        raise ClientGone() from exc
+
+
+async def body(send: Send, chunk: bytes, more: bool) -> None:
+    try:
+        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+    except Exception as exc:
+        raise ClientGone() from exc
+
+
+async def send_whole(
+    ex: Exchange, status: int, headers: Headers, content: bytes, replace_ct: bool = False
+) -> int:
+    if replace_ct:
+        headers = [h for h in headers if h[0] != b"content-type"]
+        headers.append(_JSON_CT)
+    headers.append((b"content-length", str(len(content)).encode()))
+    await ex.permits.release_before_end()
+    await start(ex.send, status, headers)
+    await body(ex.send, content, False)
+    return status
+
+
+async def _known_length(
+    ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse, status: int, headers: Headers, length: int
+) -> int:
+    headers.append((b"content-length", str(length).encode()))
+    send = ex.send
+    permits = ex.permits
+    # A HEAD answer (and a 304) states the length of a body that is never sent.
+    if length == 0 or status == 304 or ex.scope["method"] == "HEAD":
+        await permits.release_before_end()
+        await start(send, status, headers)
+        await body(send, b"", False)
+        return status
+    await start(send, status, headers)
+    content = response.content
+    remaining = length
+    sent = 0
+    while remaining > 0:
+        chunk = await content.readany()
+        if not chunk:
+            # The upstream ended early: the client sees a short body, as it would directly.
+            log.warning("%s ended the body %d bytes early", pplan.label, remaining)
+            await permits.release_before_end()
+            await body(send, b"", False)
+            break
+        remaining -= len(chunk)
+        sent += len(chunk)
+        if remaining <= 0:
+            await permits.release_before_end()
+            await body(send, chunk, False)
+        else:
+            await body(send, chunk, True)
+    ex.gw.metrics.streamed(pplan.label, sent, 0)
+    return status
+
+
+async def _stream(
+    ex: Exchange,
+    pplan: ProviderPlan,
+    response: UpstreamResponse,
+    status: int,
+    headers: Headers,
+    sanitizer: sanitize.SseSanitizer | None,
+) -> int:
+    # A stream can last minutes: watch for a client that leaves from the first byte on.
+    ex.watch.start()
+    send = ex.send
+    await start(send, status, headers)
+    content = response.content
+    sent = events = 0
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            if sanitizer is not None:
+                chunk = sanitizer.feed(chunk)
+                if not chunk:
+                    continue
+            events += chunk.count(b"\n\n")
+            sent += len(chunk)
+            await body(send, chunk, True)
+        if sanitizer is not None:
+            tail = sanitizer.flush()
+            if tail:
+                events += tail.count(b"\n\n")
+                sent += len(tail)
+                await body(send, tail, True)
+    except (aiohttp.ClientError, OSError) as exc:
+        # Headers are gone already: all we can do is end the body where the upstream broke.
+        ex.gw.metrics.upstream_error(pplan.label, "reset")
+        ex.outcome.error = f"upstream stream broke: {type(exc).__name__}"
+    finally:
+        ex.gw.metrics.streamed(pplan.label, sent, events)
+    await ex.permits.release_before_end()
+    await body(send, b"", False)
+    return status
+
+
+async def send_error(send: Send, exc: GatewayError, rid_header: tuple[bytes, bytes]) -> None:
+    """The gateway's own answer: the error's JSON body, status and extra headers (Retry-After)."""
+    headers = [
+        _JSON_CT,
+        (b"content-length", str(len(exc.body)).encode()),
+        rid_header,
+        *exc.headers,
+    ]
+    try:
+        await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+        await send({"type": "http.response.body", "body": exc.body, "more_body": False})
+    except Exception as err:
+        raise ClientGone() from err

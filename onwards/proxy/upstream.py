@@ -1,0 +1,171 @@
+"""The upstream call: url, forwarded headers, model rewrite, connect retry and timeout.
+
+`call` returns an UpstreamResponse or raises the GatewayError the client gets (502 unreachable
+or reset, 504 timed out), counted per provider. `dispatch` is the one place that decides how a
+provider is reached; today every provider is an HTTP upstream reached through the worker's
+pooled aiohttp session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from yarl import URL
+
+from onwards import errors
+from onwards.errors import GatewayError
+from onwards.proxy.exchange import Exchange
+from onwards.proxy.intake import Intake
+from onwards.proxy.plan import ProviderPlan, upstream_url
+
+
+class UpstreamContent(Protocol):
+    async def readany(self) -> bytes:
+        """The next chunk of the body as it arrives; b"" at its end."""
+
+
+class UpstreamHeaders(Protocol):
+    def get(self, key: str, default: str, /) -> str: ...
+
+
+class UpstreamResponse(Protocol):
+    """What the responder reads from a provider's answer; aiohttp.ClientResponse is one."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def raw_headers(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+    @property
+    def headers(self) -> UpstreamHeaders: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> UpstreamContent: ...
+
+    async def read(self) -> bytes: ...
+
+    def release(self) -> Any: ...
+
+
+# Retries of an upstream connection that could not be opened (after the first try).
+_CONNECT_FIRST_RETRY_S = 0.025
+_CONNECT_RETRY: dict[str, Any] = {
+    "stop": stop_after_attempt(2),
+    "wait": wait_exponential(multiplier=0.05, max=0.2),
+    "retry": retry_if_exception_type(aiohttp.ClientConnectorError),
+    "reraise": True,
+}
+
+
+def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
+    """The body this provider gets: the client's, with `model` rewritten when the provider sets
+    onwards_model. A body that cannot be rewritten is the client's error (400)."""
+    onwards_model = pplan.provider.onwards_model
+    if onwards_model is None or not request.body:
+        return request.body
+    decoded = request.decoded
+    if decoded is None:
+        try:
+            decoded = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                400, errors.INVALID_JSON, log="body is not JSON, cannot rewrite model"
+            ) from None
+        request.decoded = decoded
+    if not isinstance(decoded, dict) or "model" not in decoded:
+        raise GatewayError(400, errors.MISSING_MODEL, log="body has no model to rewrite")
+    return orjson.dumps({**decoded, "model": onwards_model})
+
+
+def _headers(request: Intake, pplan: ProviderPlan) -> list[tuple[str, str]]:
+    headers = request.forward_headers
+    if pplan.sanitize:
+        # The sanitizer parses the body: a gzip-compressed one would fail as JSON, and compressed
+        # SSE would pass through unsanitized. "identity" rather than no header, which allows any coding.
+        headers = [h for h in headers if h[0] != "accept-encoding"]
+        headers.append(("accept-encoding", "identity"))
+    if pplan.auth is not None:
+        # The provider credential replaces a caller header of the same (custom) name; sent
+        # together, an upstream reading the first value would take the caller's.
+        auth_name = pplan.auth[0].lower()
+        headers = [h for h in headers if h[0] != auth_name]
+        headers.append(pplan.auth)
+    return headers
+
+
+async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[UpstreamResponse, float]:
+    """Send the request to `pplan`; the response (headers read) and the seconds to its first byte."""
+    scope = ex.scope
+    headers = _headers(ex.request, pplan)
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
+    method = scope["method"]
+    data = body if body else None
+    metrics = ex.gw.metrics
+    started = time.perf_counter()
+    try:
+        if pplan.timeout is not None:
+            async with asyncio.timeout(pplan.timeout):
+                response = await dispatch(ex, pplan, method, url, headers, data)
+        else:
+            response = await dispatch(ex, pplan, method, url, headers, data)
+    except TimeoutError:
+        metrics.upstream_error(pplan.label, "timeout")
+        raise GatewayError(504, errors.GATEWAY_TIMEOUT, log=f"{pplan.label} timed out") from None
+    except aiohttp.ClientConnectorError as exc:
+        metrics.upstream_error(pplan.label, "connect")
+        raise GatewayError(
+            502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} unreachable: {exc}"
+        ) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        metrics.upstream_error(pplan.label, "reset")
+        raise GatewayError(
+            502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    return response, time.perf_counter() - started
+
+
+async def dispatch(
+    ex: Exchange,
+    pplan: ProviderPlan,
+    method: str,
+    url: URL,
+    headers: list[tuple[str, str]],
+    data: bytes | None,
+) -> UpstreamResponse:
+    """Reach the provider. The seam for providers that are not a plain HTTP upstream (an
+    in-process one, or one behind a protocol converter): they branch here on the plan and return
+    their own UpstreamResponse; timeouts and error mapping in `call` apply to them as well."""
+    return await open_http(ex.gw.session, method, url, headers, data)
+
+
+async def open_http(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: list[tuple[str, str]],
+    data: bytes | None,
+) -> aiohttp.ClientResponse:
+    try:
+        return await session.request(method, url, headers=headers, data=data, allow_redirects=False)
+    except aiohttp.ClientConnectorError:
+        pass
+    # The connection could not be opened, so nothing reached the upstream and trying again is
+    # safe even for a POST. Two more tries, 25 ms and 75 ms after the first, ride out a
+    # restarting upstream or a full accept queue; the request's own timeout still bounds them.
+    await asyncio.sleep(_CONNECT_FIRST_RETRY_S)
+    async for attempt in AsyncRetrying(**_CONNECT_RETRY):
+        with attempt:
+            return await session.request(method, url, headers=headers, data=data, allow_redirects=False)
+    raise AssertionError("unreachable: tenacity re-raises the last error")
