@@ -22,13 +22,9 @@ from pathlib import Path
 from onwards.config.errors import ConfigError
 from onwards.config.model import Snapshot
 from onwards.config.parse import content_version, load_config_file, parse_config_bytes
-from onwards.config.sources.redis import (
-    DEFAULT_PREFIX,
-    check_prefix,
-    config_key,
-    push_config,
-    read_stored,
-)
+from onwards.config.sources.redis import check_prefix, push_config, read_stored
+from onwards.limits.keys import DEFAULT_PREFIX, config_key
+from onwards.limits.redis.url import SCHEMES_TEXT, RedisURLError, parse_redis_url, redact_url
 
 ENV_REDIS_URL = "ONWARDS_REDIS_URL"
 ENV_REDIS_PREFIX = "ONWARDS_REDIS_PREFIX"
@@ -85,7 +81,7 @@ def _redis_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redis-url",
         default=os.environ.get(ENV_REDIS_URL),
-        help=f"redis:// or rediss:// URL (default: ${ENV_REDIS_URL})",
+        help=f"Redis URL: {SCHEMES_TEXT} (default: ${ENV_REDIS_URL})",
     )
     parser.add_argument(
         "--prefix",
@@ -100,6 +96,10 @@ def _redis_url(args: argparse.Namespace) -> str:
     if not args.redis_url:
         raise ConfigError(f"no Redis URL: pass --redis-url or set {ENV_REDIS_URL}")
     check_prefix(args.prefix)
+    try:
+        parse_redis_url(args.redis_url)
+    except RedisURLError as error:
+        raise ConfigError(f"invalid Redis URL {redact_url(args.redis_url)}: {error}") from None
     return args.redis_url
 
 

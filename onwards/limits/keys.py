@@ -1,4 +1,4 @@
-"""Redis key names of the limiter, and the validation of what goes into them.
+"""Redis key names of one gateway (limits and stored config), and the validation of what goes into them.
 
 Layout: ``<prefix>:{<tag>}:rl:<limiter_id>`` for a token bucket (a hash) and
 ``<prefix>:{<tag>}:cc:<limiter_id>`` for a concurrency semaphore (a sorted set), for example
@@ -19,15 +19,24 @@ from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCh
 DEFAULT_PREFIX = "onwards"
 
 
-def _check_part(what: str, value: str) -> str:
+def check_key_part(what: str, value: str) -> str:
+    """Refuse a prefix or hash tag that would break the key layout (ValueError naming `what`)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"limiter key {what} must be a non-empty string, got {value!r}")
+        raise ValueError(f"the Redis key {what} must be a non-empty string, got {value!r}")
     if "{" in value or "}" in value:
         # A brace here would change which part of the key Redis Cluster hashes.
-        raise ValueError(f"limiter key {what} must not contain '{{' or '}}', got {value!r}")
-    if any(ch.isspace() for ch in value):
-        raise ValueError(f"limiter key {what} must not contain whitespace, got {value!r}")
+        raise ValueError(f"the Redis key {what} must not contain '{{' or '}}', got {value!r}")
+    if any(ch.isspace() for ch in value) or not value.isprintable():
+        # Keys that are painful to type in redis-cli, and names CLIENT SETNAME refuses.
+        raise ValueError(
+            f"the Redis key {what} must not contain whitespace or control characters, got {value!r}"
+        )
     return value
+
+
+def config_key(prefix: str) -> str:
+    """The hash holding a config pushed with `onwards config push`, in the slot of the limits."""
+    return f"{prefix}:{{{prefix}}}:config"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +47,10 @@ class KeySpace:
     tag: str = ""  # empty means "same as the prefix"
 
     def __post_init__(self) -> None:
-        _check_part("prefix", self.prefix)
+        check_key_part("prefix", self.prefix)
         if self.tag == "":
             object.__setattr__(self, "tag", self.prefix)
-        _check_part("hash tag", self.tag)
+        check_key_part("hash tag", self.tag)
 
     @property
     def base(self) -> str:

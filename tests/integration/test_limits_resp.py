@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
 
-from onwards.limits.resp import PipelinedRedis, _parse_url, pack_command
+from onwards.limits.redis.transport import PipelinedRedis, pack_command
 
 pytestmark = pytest.mark.redis
 
@@ -16,28 +16,6 @@ pytestmark = pytest.mark.redis
 def test_pack_command_is_resp():
     packed = pack_command(("EVALSHA", b"ab", 2, 1.5))
     assert packed == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$3\r\n1.5\r\n"
-
-
-@pytest.mark.parametrize(
-    ("url", "expected"),
-    [
-        ("redis://127.0.0.1:6379/0", {"host": "127.0.0.1", "port": 6379, "db": 0, "password": None}),
-        ("redis://:s%40cret@h:7000/3", {"host": "h", "port": 7000, "db": 3, "password": "s@cret"}),
-        ("redis://user:pw@h", {"host": "h", "port": 6379, "db": 0, "username": "user", "password": "pw"}),
-        ("redis://h/?db=5", {"db": 5}),
-        ("unix:///run/redis.sock?db=2", {"path": "/run/redis.sock", "db": 2}),
-    ],
-)
-def test_urls(url, expected):
-    parsed = _parse_url(url)
-    for key, value in expected.items():
-        assert parsed[key] == value
-
-
-def test_rediss_uses_tls_and_other_schemes_are_refused():
-    assert _parse_url("rediss://h:6380")["ssl"] is not None
-    with pytest.raises(ValueError, match="unsupported Redis URL scheme"):
-        _parse_url("http://h")
 
 
 async def test_concurrent_calls_get_their_own_replies(redis_url, unique_prefix):

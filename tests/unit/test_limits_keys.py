@@ -39,7 +39,7 @@ def test_braces_in_a_limiter_id_cannot_move_the_slot() -> None:
     "prefix, tag", [("", ""), ("a{b", ""), ("ok", "t}"), ("with space", ""), ("ok", "a b")]
 )
 def test_bad_prefix_or_tag_is_refused(prefix: str, tag: str) -> None:
-    with pytest.raises(ValueError, match="limiter key"):
+    with pytest.raises(ValueError, match="Redis key"):
         KeySpace(prefix, tag)
 
 

@@ -17,6 +17,7 @@ from onwards.config.model import ConcurrencyCheck, LimitsSettings, RateCheck
 from onwards.limits import LimiterUnavailable, RedisLimiter
 from onwards.limits.base import Lease
 from onwards.limits.redis import load_script, redact_url
+from tests.support.redis_fake import FakeRedisTransport
 
 BUCKET = RateCheck("target", "target:gpt-4", 2.0, 5)
 SEMAPHORE = ConcurrencyCheck("key", "key:premium_user", 3)
@@ -40,20 +41,13 @@ def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
 
 
-class RecordingRedis(fakeredis.FakeAsyncRedis):
-    """Remembers the name of every command sent, so a test can tell requests from probes."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[str] = []
-
-    async def execute_command(self, *args, **options):
-        self.sent.append(str(args[0]))
-        return await super().execute_command(*args, **options)
+def fake_client(server: fakeredis.FakeServer) -> fakeredis.FakeAsyncRedis:
+    return fakeredis.FakeAsyncRedis(server=server, retry=Retry(NoBackoff(), 0))
 
 
-def fake_client(server: fakeredis.FakeServer) -> RecordingRedis:
-    return RecordingRedis(server=server, retry=Retry(NoBackoff(), 0))
+def fake_transport(server: fakeredis.FakeServer) -> FakeRedisTransport:
+    """The limiter's transport over fakeredis; `commands` tells requests from probes."""
+    return FakeRedisTransport(client=fake_client(server))
 
 
 @pytest.fixture
@@ -67,7 +61,7 @@ async def make(server, events) -> AsyncIterator:
 
     async def factory(settings: LimitsSettings = DEFAULTS, **kwargs) -> RedisLimiter:
         kwargs.setdefault("prefix", "onwards")
-        kwargs.setdefault("client", fake_client(server))
+        kwargs.setdefault("transport", fake_transport(server))
         limiter = RedisLimiter(
             on_state_change=events.state,
             on_error=events.error,
@@ -158,12 +152,12 @@ async def test_encoded_arguments_are_reused_per_checks_tuple(make) -> None:
     limiter = await make()
     checks = (BUCKET, SEMAPHORE)
     await limiter.admit(checks)
-    plan = limiter._plans[checks]
+    plan = limiter._encoder.plans[checks]
     await limiter.admit((BUCKET, SEMAPHORE))  # an equal tuple finds the same plan
-    assert limiter._plans[checks] is plan
-    assert len(limiter._plans) == 1
+    assert limiter._encoder.plans[checks] is plan
+    assert len(limiter._encoder.plans) == 1
     limiter.configure(LimitsSettings(lease_ttl_ms=5_000, renew_interval_ms=1_000))
-    assert limiter._plans == {}
+    assert limiter._encoder.plans == {}
     decision = await limiter.admit(checks)
     assert decision.lease.ttl_ms == 5_000
 
@@ -181,12 +175,12 @@ async def test_unreachable_redis_with_allow_policy_degrades_and_breaker_opens(
     assert events.states == ["open"]
     assert events.errors >= 1
     # While open, requests do not touch Redis (only the background probe does): the policy answers.
-    client = limiter._client
-    evalshas = client.sent.count("EVALSHA")
+    transport = limiter._transport
+    evalshas = transport.commands.count("EVALSHA")
     for _ in range(20):
         decision = await limiter.admit((BUCKET,))
         assert decision.allowed and decision.degraded
-    assert client.sent.count("EVALSHA") == evalshas
+    assert transport.commands.count("EVALSHA") == evalshas
     server.connected = True
     await wait_for(lambda: limiter.state == "closed")
     assert events.states == ["open", "closed"]
@@ -230,20 +224,36 @@ async def test_start_with_redis_down_serves_under_policy_then_recovers(make, ser
     assert decision.allowed and not decision.degraded and decision.lease is not None
 
 
-class HangingClient:
+class HangingTransport:
     """A Redis that accepts commands and never answers."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.on_change = None
+        self.connect_timeout = 1.0
 
-    async def execute_command(self, *args, **kwargs):
+    def send_now(self, commands: list[bytes]):
+        self.calls += len(commands)
+        loop = asyncio.get_running_loop()
+        return [loop.create_future() for _ in commands]
+
+    async def execute_packed(self, packed: bytes):
         self.calls += 1
         await asyncio.Event().wait()
 
+    async def execute_command(self, *args):
+        return await self.execute_packed(b"")
+
+    def abort(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
 
 async def test_a_hanging_redis_costs_a_request_at_most_one_timeout(events) -> None:
-    client = HangingClient()
-    limiter = RedisLimiter(client=client, on_error=events.error, cooldown_s=5.0, max_cooldown_s=5.0)
+    client = HangingTransport()
+    limiter = RedisLimiter(transport=client, on_error=events.error, cooldown_s=5.0, max_cooldown_s=5.0)
     settings = LimitsSettings(redis_timeout_ms=100)
     started = time.monotonic()
     await limiter.start(settings)  # script loading times out: served under the policy from now on
@@ -251,7 +261,7 @@ async def test_a_hanging_redis_costs_a_request_at_most_one_timeout(events) -> No
     assert limiter.state == "open"
     await limiter.close()
 
-    limiter = RedisLimiter(client=client, on_error=events.error, cooldown_s=5.0, max_cooldown_s=5.0)
+    limiter = RedisLimiter(transport=client, on_error=events.error, cooldown_s=5.0, max_cooldown_s=5.0)
     limiter.configure(settings)
     started = time.monotonic()
     decision = await limiter.admit((BUCKET,))
@@ -290,7 +300,9 @@ async def test_hooks_that_raise_do_not_break_admission(server) -> None:
     def boom(*args) -> None:
         raise RuntimeError("metrics broke")
 
-    limiter = RedisLimiter(client=fake_client(server), on_error=boom, on_state_change=boom, cooldown_s=5.0)
+    limiter = RedisLimiter(
+        transport=fake_transport(server), on_error=boom, on_state_change=boom, cooldown_s=5.0
+    )
     await limiter.start(LimitsSettings())
     server.connected = False
     assert (await limiter.admit((BUCKET,))).degraded
@@ -315,7 +327,7 @@ def test_constructor_refuses_bad_arguments() -> None:
 
 
 def test_redact_url_drops_credentials() -> None:
-    assert redact_url("redis://user:s3cret@cache.internal:6380/2") == "redis://cache.internal:6380/2"
-    assert redact_url("rediss://:pw@[::1]:6379") == "rediss://[::1]:6379"
+    assert redact_url("redis://user:s3cret@cache.internal:6380/2") == "redis://user:***@cache.internal:6380/2"
+    assert redact_url("rediss://:pw@[::1]:6379") == "rediss://:***@[::1]:6379"
     limiter = RedisLimiter("redis://:hunter2@localhost:6379/0", prefix=f"p{uuid.uuid4().hex[:6]}")
     assert "hunter2" not in limiter.description

@@ -21,6 +21,7 @@ import pytest
 from onwards.config.model import ConcurrencyCheck, LimitsSettings, RateCheck
 from onwards.limits import ALLOW, MemoryLimiter, RedisLimiter
 from onwards.limits.base import Lease, Limiter
+from tests.support.redis_fake import FakeRedisTransport
 
 
 class FakeClock:
@@ -66,8 +67,9 @@ async def make(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
         if request.param == "memory":
             limiter: Limiter = MemoryLimiter(settings, clock=clock)
         else:
-            client = fakeredis.FakeAsyncRedis(server=server)
-            limiter = RedisLimiter(client=client, prefix=f"t{uuid.uuid4().hex[:8]}", clock=clock)
+            # The production batched path (encoding, batcher, policy) over an in-process transport.
+            transport = FakeRedisTransport(server)
+            limiter = RedisLimiter(transport=transport, prefix=f"t{uuid.uuid4().hex[:8]}", clock=clock)
         await limiter.start(settings)
         started.append(limiter)
         return Harness(limiter, clock)

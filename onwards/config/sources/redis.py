@@ -31,7 +31,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -54,10 +54,13 @@ from onwards.config.sources.base import (
     stop_task,
     try_parse,
 )
+from onwards.limits.keys import DEFAULT_PREFIX, check_key_part, config_key
+from onwards.limits.redis.url import RedisURLError, parse_redis_url, redact_url
 
 log = logging.getLogger("onwards.config")
 
-DEFAULT_PREFIX = "onwards"
+__all__ = ["DEFAULT_PREFIX", "config_key", "redact_url"]  # re-exported: one home each, in onwards.limits
+
 FOLLOWER_CLIENT_NAME = "onwards-config-follower"
 CONNECT_TIMEOUT_SECS = 5.0
 # Reconnect backoff after a lost subscription: quick first tries, at most this long apart.
@@ -79,16 +82,11 @@ return {version, receivers}
 
 
 def check_prefix(prefix: str) -> None:
-    """Refuse a prefix that would break the key layout: braces would move the Cluster hash
-    tag, whitespace and control characters make keys that are painful to type."""
-    if not prefix:
-        raise ConfigError("the Redis key prefix is empty")
-    if re.search(r"[{}\s]", prefix) or not prefix.isprintable():
-        raise ConfigError("the Redis key prefix may not contain '{', '}', whitespace or control characters")
-
-
-def config_key(prefix: str) -> str:
-    return f"{prefix}:{{{prefix}}}:config"
+    """Refuse a prefix that would break the key layout (the rule of onwards.limits.keys)."""
+    try:
+        check_key_part("prefix", prefix)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def notify_channel(prefix: str) -> str:
@@ -106,45 +104,36 @@ def version_label(number: int | bytes | str, digest: bytes | str) -> str:
     return f"v{int(number)}-{digest}"
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, fit for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable Redis URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def connect_redis(redis_url: str, *, client_name: str | None = None) -> aioredis.Redis:
     """A client for config traffic, with redis-py's own retries switched off.
 
     redis-py would otherwise reconnect a dropped pub/sub connection and resubscribe by
     itself, silently; the follower must see the drop to re-read the stored version, and
     does its own retrying with backoff. Tests replace this function to use fakeredis.
+    The URL is read by the same parser as the limiter's (RedisURLError when unusable).
     """
-    return aioredis.Redis.from_url(
-        redis_url,
-        client_name=client_name,
-        socket_connect_timeout=CONNECT_TIMEOUT_SECS,
-        socket_timeout=CONNECT_TIMEOUT_SECS,
-        socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0),
-    )
+    target = parse_redis_url(redis_url)
+    options: dict[str, Any] = {
+        "client_name": client_name,
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECS,
+        "socket_timeout": CONNECT_TIMEOUT_SECS,
+        "retry": Retry(NoBackoff(), 0),
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+    }
+    if target.topology != "single":
+        raise RedisURLError(f"{target.topology} URLs are not supported for config yet: {target.redacted}")
+    if target.path is not None:
+        return aioredis.Redis(unix_socket_path=target.path, **options)
+    host, port = target.nodes[0]
+    return aioredis.Redis(host=host, port=port, ssl=target.tls, socket_keepalive=True, **options)
 
 
 def _cli_client(redis_url: str) -> aioredis.Redis:
     try:
         return connect_redis(redis_url)
-    except ValueError as error:  # redis-py's message for a malformed URL, e.g. an unknown scheme
+    except RedisURLError as error:
         raise ConfigError(f"invalid Redis URL {redact_url(redis_url)}: {error}") from None
 
 

@@ -1,15 +1,17 @@
-"""A minimal pipelined Redis client for the limiter's hot path.
+"""The limiter's connection to Redis: one pipelined RESP connection per worker.
 
 The limiter sends two script calls per request (admit, release). Through redis-py each call
 costs 60-100 us of Python (connection checkout, command packing, response parsing,
 per-call futures and retries), which measured as the largest share of a gateway worker's
-CPU. This client keeps ONE connection per worker, pipelines every call on it (replies come
+CPU. This transport keeps ONE connection per worker, pipelines every call on it (replies come
 back in order, so a FIFO of futures matches them), and writes all the commands a worker
 issued in one event-loop iteration with one syscall. Concurrent requests therefore share
 round trips and syscalls instead of each paying their own.
 
 It speaks only what the limiter needs (EVALSHA, SCRIPT LOAD, PING, AUTH, SELECT) and raises
-redis-py's exception classes, so the limiter's error handling is the same for both clients.
+redis-py's exception classes, so the limiter handles errors the same whatever the transport.
+`Transport` is what the limiter needs of it; tests/support/redis_fake.py implements it over
+fakeredis so the limiter's batched path runs unchanged in unit tests.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Protocol
 
 import hiredis
 from redis.exceptions import (
@@ -28,6 +29,33 @@ from redis.exceptions import (
     NoScriptError,
     ResponseError,
 )
+
+from onwards.limits.redis.url import RedisTarget, parse_redis_url
+
+
+class Transport(Protocol):
+    """What the limiter needs of a connection to Redis."""
+
+    # Called when a connection opens or is lost: the server behind it may have changed.
+    on_change: Callable[[], None] | None
+    # The bound of opening a connection (the limiter raises it while a worker starts).
+    connect_timeout: float
+
+    def send_now(self, commands: list[bytes]) -> list[asyncio.Future[Any]] | None:
+        """Write packed `commands` at once, in one write, on the open connection; a future for
+        each reply, or None when no connection is open (then use execute_packed)."""
+
+    async def execute_packed(self, packed: bytes) -> Any:
+        """Send one packed command (opening a connection if needed) and return its reply."""
+
+    async def execute_command(self, *args: Any) -> Any:
+        """Pack and send one command, return its reply."""
+
+    def abort(self) -> None:
+        """Drop the connection (a stuck peer); the next call opens a new one."""
+
+    async def aclose(self) -> None:
+        """Close for good."""
 
 
 class _ReplyError(Exception):
@@ -149,12 +177,17 @@ class PipelinedRedis:
     """One pipelined connection, opened on first use and again after it is lost."""
 
     def __init__(
-        self, url: str, *, connect_timeout: float, on_change: Callable[[], None] | None = None
+        self,
+        url: str | RedisTarget,
+        *,
+        connect_timeout: float,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
-        self._params = _parse_url(url)
-        # Called when a connection opens or is lost: the server behind it may have changed.
-        self._on_change = on_change
-        self._connect_timeout = connect_timeout
+        self.target = parse_redis_url(url) if isinstance(url, str) else url
+        if self.target.topology != "single":
+            raise ValueError(f"PipelinedRedis connects to one server, not a {self.target.topology}")
+        self.on_change = on_change
+        self.connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -202,46 +235,34 @@ class PipelinedRedis:
             self._connecting = None
             raise
         self._protocol = protocol
-        if self._on_change is not None:
-            self._on_change()
+        if self.on_change is not None:
+            self.on_change()
         self._connecting.set_result(protocol)
         self._connecting = None
         return protocol
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        p = self._params
-        async with asyncio.timeout(self._connect_timeout):
-            if p["path"]:
+        t = self.target
+        async with asyncio.timeout(self.connect_timeout):
+            if t.path is not None:
                 _, protocol = await loop.create_unix_connection(
-                    lambda: _Protocol(loop, self._on_change), p["path"]
+                    lambda: _Protocol(loop, self.on_change), t.path
                 )
             else:
+                host, port = t.nodes[0]
+                tls = ssl.create_default_context() if t.tls else None
                 _, protocol = await loop.create_connection(
-                    lambda: _Protocol(loop, self._on_change), p["host"], p["port"], ssl=p["ssl"]
+                    lambda: _Protocol(loop, self.on_change), host, port, ssl=tls
                 )
-            if p["password"] is not None:
-                auth = ("AUTH", p["username"], p["password"]) if p["username"] else ("AUTH", p["password"])
+            if t.password is not None:
+                auth = ("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)
                 await protocol.send(pack_command(auth))
-            if p["db"]:
-                await protocol.send(pack_command(("SELECT", p["db"])))
+            if t.db:
+                await protocol.send(pack_command(("SELECT", t.db)))
         return protocol
 
 
-def _parse_url(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} (redis://, rediss:// or unix://)")
-    db = query.get("db", [None])[0]
-    if scheme != "unix" and parts.path.strip("/"):
-        db = parts.path.strip("/")
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 6379,
-        "path": parts.path if scheme == "unix" else None,
-        "db": int(db) if db else 0,
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password is not None else None,
-        "ssl": ssl.create_default_context() if scheme == "rediss" else None,
-    }
+def open_transport(target: RedisTarget, *, slot_tag: str, connect_timeout: float = 2.0) -> Transport:
+    """The transport for a parsed URL; nothing connects until the first call."""
+    del slot_tag  # only a cluster needs to know which slot its keys live in
+    return PipelinedRedis(target, connect_timeout=connect_timeout)

@@ -1,0 +1,341 @@
+"""Cluster-wide limits: token buckets and leased semaphores in Redis, one script call per request.
+
+The scripts in ``lua/`` (shipped as the package ``onwards.lua``) are the specification. This
+module is the policy around them: what a reply means (admitted, refused by which check, for how
+long a bucket is known empty), and what a failure means (the failure policy, the circuit breaker,
+a damaged key that must not switch every other limit off). The encoding of checks is in
+encoding.py, the per-iteration batching in batcher.py, the connection in transport.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from onwards.config.model import Check, LimitsSettings
+from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
+from onwards.limits.breaker import CircuitBreaker
+from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
+from onwards.limits.redis.batcher import Batcher
+from onwards.limits.redis.encoding import AdmitPlan, Encoder, Script, num
+from onwards.limits.redis.transport import Transport, open_transport
+from onwards.limits.redis.url import parse_redis_url
+
+log = logging.getLogger("onwards.limits")
+
+# Errors that mean "Redis did not answer usefully". Anything else is a bug and propagates.
+_FAILURES = (RedisError, OSError, TimeoutError)
+# A damaged key (wrong type) is reported at most this often, not once per request.
+_KEY_ERROR_LOG_INTERVAL_S = 60.0
+# How long a refusal is remembered locally (see admit).
+_EMPTY_MEMORY_S = 1.0
+# What a gateway worker allows itself to load the scripts at start (see RedisLimiter.start).
+WORKER_START_TIMEOUT_S = 2.0
+
+
+def _noop() -> None:
+    return None
+
+
+def _noop_state(state: str) -> None:
+    return None
+
+
+class RedisLimiter:
+    """Limits shared by every worker process of every replica that points at one Redis."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        settings: LimitsSettings | None = None,
+        *,
+        hash_tag: str | None = None,
+        transport: Transport | None = None,
+        on_state_change: Callable[[str], None] | None = None,
+        on_error: Callable[[], None] | None = None,
+        cooldown_s: float = 1.0,
+        max_cooldown_s: float = 10.0,
+        start_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if (url is None) == (transport is None):
+            raise ValueError("RedisLimiter needs exactly one of a Redis url or a transport")
+        self.keys = KeySpace(prefix, hash_tag or "")
+        if url is not None:
+            target = parse_redis_url(url)
+            self._where = target.redacted
+            transport = open_transport(target, slot_tag=self.keys.tag)
+        else:
+            self._where = "injected transport"
+        assert transport is not None
+        self._transport: Transport | None = transport
+        self._owns_transport = url is not None
+        transport.on_change = self._forget_empty
+        self._clock = clock  # for the local "bucket known empty" memory only; Redis keeps the time
+        # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
+        # request: a process's first connection costs far more than later ones, and on a busy host
+        # (every worker starting at once) a request-sized bound failed while Redis was fine,
+        # leaving a fresh worker to serve under the failure policy until the breaker's probe.
+        self._start_timeout = start_timeout_s
+        self._on_error = on_error or _noop
+        self._encoder = Encoder(self.keys)
+        self._batcher = Batcher(self._encoder, transport, resend=self._resend, on_released=self._released)
+        self._breaker = CircuitBreaker(
+            self._probe,
+            name=f"Redis limiter ({self._where})",
+            base_delay=cooldown_s,
+            max_delay=max_cooldown_s,
+            on_state_change=on_state_change or _noop_state,
+            on_probe_error=self._count_error,
+        )
+        self._last_key_error = float("-inf")
+        self.configure(settings or LimitsSettings())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def configure(self, settings: LimitsSettings) -> None:
+        validate_settings(settings)
+        self._settings = settings
+        self._timeout = settings.redis_timeout_ms / 1000
+        self._batcher.timeout = self._timeout
+        self._encoder.configure(settings.lease_ttl_ms)
+        if settings.on_redis_error == "allow":
+            self._fallback: Decision | None = Decision(allowed=True, degraded=True)
+        else:
+            self._fallback = None
+        # A reload may raise a rate: what was known empty under the old one is not any more.
+        self._empty_until: dict[str, float] = {}
+
+    async def start(self, settings: LimitsSettings) -> None:
+        self.configure(settings)
+        bound = self._timeout if self._start_timeout is None else max(self._timeout, self._start_timeout)
+        # The connection opened here serves requests later; every request's call is bounded by
+        # redis_timeout_ms with a timer of its own.
+        self._client().connect_timeout = bound
+        try:
+            async with asyncio.timeout(bound):
+                await self._load_scripts()
+        except _FAILURES as exc:
+            # Serve anyway under the failure policy; the breaker's probe loads the scripts later.
+            self._count_error()
+            self._breaker.trip(exc)
+
+    async def close(self) -> None:
+        await self._breaker.close()
+        self._batcher.close()
+        transport, self._transport = self._transport, None
+        if transport is not None and self._owns_transport:
+            await transport.aclose()
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        return not self._breaker.is_open
+
+    @property
+    def state(self) -> str:
+        return self._breaker.state
+
+    @property
+    def description(self) -> str:
+        return (
+            f"shared limits in Redis at {self._where} (keys {self.keys.base}:*), "
+            "exact across workers and replicas"
+        )
+
+    @property
+    def settings(self) -> LimitsSettings:
+        return self._settings
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def admit(self, checks: Sequence[Check]) -> Decision:
+        if not checks:
+            return ALLOW
+        if type(checks) is not tuple:
+            checks = tuple(checks)
+        plan = self._encoder.plans.get(checks)
+        if plan is None:
+            plan = self._encoder.plan(checks)
+        if self._breaker.is_open:
+            return self._degraded()
+        if self._empty_until:
+            known = self._known_empty(plan)
+            if known is not None:
+                return known
+        lease_id = os.urandom(16).hex() if plan.semaphores else ""
+        sent_at = self._clock()
+        try:
+            reply = await self._batcher.admit(plan, lease_id)
+        except _FAILURES as exc:
+            self._failed("admit", exc)
+            return self._degraded()
+        except asyncio.CancelledError:
+            # The request went away mid-admission; Redis may have granted the lease all the same.
+            # Give it back now rather than leave the permits to the lease TTL.
+            if lease_id:
+                self.release_soon(Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
+            raise
+        self._breaker.record_success()
+        if reply == 0:
+            if not plan.semaphores:
+                return ALLOW
+            return Decision(allowed=True, lease=Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
+        return self._refused(plan, reply, sent_at)
+
+    def _refused(self, plan: AdmitPlan, reply: Any, sent_at: float) -> Decision:
+        index = int(reply[0]) - 1
+        refusal = plan.refusals[index]
+        if refusal is not None:
+            return refusal
+        wait = max(int(reply[1]), 1) / 1000
+        # A bucket only refills at its rate, so it is certainly empty until `wait` after Redis
+        # decided. Redis decided after `sent_at`, so refusing locally until sent_at + wait never
+        # refuses a request a token was there for, and saves Redis the calls of a client that
+        # keeps knocking.
+        if plan.proves_empty[index]:
+            # Kept one second at most: an operator who deletes a bucket, or a Redis that lost its
+            # data without our connection noticing, is believed again within a second.
+            self._empty_until[plan.checks[index].limiter_id] = sent_at + min(wait, _EMPTY_MEMORY_S)
+        return Decision(allowed=False, refused=plan.checks[index], retry_after=wait)
+
+    def _forget_empty(self) -> None:
+        # A lost or new connection may mean a restarted or failed-over Redis, whose buckets start full.
+        self._empty_until = {}
+
+    def _known_empty(self, plan: AdmitPlan) -> Decision | None:
+        now = self._clock()
+        empty_until = self._empty_until
+        for check in plan.checks:
+            until = empty_until.get(check.limiter_id)
+            if until is None:
+                continue
+            if until > now:
+                return Decision(allowed=False, refused=check, retry_after=until - now)
+            del empty_until[check.limiter_id]
+        return None
+
+    async def release(self, lease: Lease) -> None:
+        head = self._encoder.lease_head(self._encoder.release, lease.limiter_ids)
+        await self._lease_call("release", lease, (*head, *([lease.lease_id] * len(lease.limiter_ids))))
+
+    def release_soon(self, lease: Lease) -> None:
+        if not lease.limiter_ids or self._breaker.is_open or self._transport is None:
+            return
+        # Queued for this iteration's write, with every other release and admission of it. The
+        # caller yields once before the end of its response (see releases_pending), which lets
+        # the write go first.
+        self._batcher.release(lease.limiter_ids, lease.lease_id)
+
+    @property
+    def releases_pending(self) -> bool:
+        return self._batcher.releases_pending
+
+    async def renew(self, lease: Lease) -> None:
+        head = self._encoder.lease_head(self._encoder.renew, lease.limiter_ids)
+        await self._lease_call("renew", lease, (*head, lease.lease_id, num(lease.ttl_ms)))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _released(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self._breaker.record_success()
+        elif isinstance(exc, _FAILURES):
+            self._failed("release", exc)
+
+    async def _lease_call(self, what: str, lease: Lease, args: tuple[Any, ...]) -> None:
+        # Never raises: a permit that is not given back or renewed comes back when its lease expires.
+        if not lease.limiter_ids or self._breaker.is_open or self._transport is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                held = await self._call(args)
+        except _FAILURES as exc:
+            self._failed(what, exc)
+            return
+        except Exception:
+            log.exception("unexpected error in limiter %s", what)
+            return
+        self._breaker.record_success()
+        if held != len(lease.limiter_ids):
+            log.debug(
+                "%s of lease %s: %s of %d permits were still held",
+                what,
+                lease.lease_id,
+                held,
+                len(lease.limiter_ids),
+            )
+
+    def _client(self) -> Transport:
+        transport = self._transport
+        if transport is None:
+            raise ConnectionError("RedisLimiter is closed")
+        return transport
+
+    async def _call(self, args: tuple[Any, ...]) -> Any:
+        transport = self._client()
+        try:
+            return await transport.execute_command(*args)
+        except NoScriptError:
+            # Redis restarted, failed over or was flushed: the script cache is empty.
+            await self._load_scripts()
+            return await transport.execute_command(*args)
+
+    async def _resend(self, packed: bytes) -> Any:
+        await self._load_scripts()
+        return await self._client().execute_packed(packed)
+
+    async def _load_scripts(self) -> None:
+        transport = self._client()
+        for script in self._encoder.scripts:
+            await self._load_script(transport, script)
+
+    @staticmethod
+    async def _load_script(transport: Transport, script: Script) -> None:
+        sha = await transport.execute_command("SCRIPT", "LOAD", script.body)
+        if isinstance(sha, bytes):
+            sha = sha.decode()
+        if sha != script.sha:
+            raise ResponseError(f"SCRIPT LOAD of {script.name}.lua returned {sha}, expected {script.sha}")
+
+    async def _probe(self) -> None:
+        async with asyncio.timeout(self._timeout):
+            await self._client().execute_command("PING")
+            await self._load_scripts()
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._count_error()
+        if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+            # Redis answered; one limiter's key holds something else. Opening the circuit would
+            # put every other limit under the failure policy because of one damaged key.
+            now = time.monotonic()
+            if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
+                self._last_key_error = now
+                log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
+            return
+        log.debug("limiter %s failed: %r", what, exc)
+        if self._transport is not None and isinstance(exc, TimeoutError | OSError | ConnectionError):
+            # A connection that stopped answering would hold every later call behind it.
+            self._transport.abort()
+        self._breaker.trip(exc)
+
+    def _degraded(self) -> Decision:
+        if self._fallback is None:
+            raise LimiterUnavailable(
+                f"Redis limiter at {self._where} is unavailable and limits.on_redis_error is deny"
+            )
+        return self._fallback
+
+    def _count_error(self) -> None:
+        try:
+            self._on_error()
+        except Exception:
+            log.exception("on_error hook failed")
