@@ -21,6 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from onwards import __version__, errors
+from onwards.access_log import LOGGER as ACCESS_LOGGER
+from onwards.access_log import AccessLog
 from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
@@ -85,6 +87,9 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
     gateway = Gateway(settings, build_metrics(settings.metrics, settings.metrics_prefix))
+    if settings.access_log and logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
+        gateway.access_log = AccessLog(settings.log_format)
+        gateway.access_log.flush_at_exit()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -124,6 +129,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             await gateway.drain_background()
             await gateway.session.close()
             await limiter.close()
+            if gateway.access_log is not None:
+                gateway.access_log.flush()
 
     async def health(_: Request) -> Response:
         active = gateway.active

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from onwards.access_log import AccessLog
 from onwards.config.last_good import write_last_good
 from onwards.config.model import HttpPool, Snapshot
 from onwards.limits.base import Limiter
@@ -28,7 +29,8 @@ class Gateway:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.access_log = settings.access_log
+        # Set by the app when the access log is on (and not dropped by --log-level).
+        self.access_log: AccessLog | None = None
         self.started_at = time.time()
         self.active: ActiveConfig | None = None
         self.limiter: Limiter = None  # type: ignore[assignment]

@@ -31,6 +31,7 @@ async def run(ex: Exchange) -> int:
             await send_error(ex.send, exc, ex.request.rid_header)
         except ClientGone:
             return 499
+        outcome.bytes_out = len(exc.body)
         return exc.status
     except ClientGone:
         outcome.error = "client disconnected"

@@ -28,6 +28,8 @@ class Outcome:
     provider: str = ""
     attempts: int = 0
     limiter: str = "none"  # none | allowed | refused:<scope>:<kind> | degraded | unavailable
+    key: str = ""  # the key definition's name, never the token
+    bytes_out: int = 0  # response body bytes handed to the server
     error: str = ""
 
 

@@ -1,4 +1,5 @@
-"""The ASGI entry of the proxy path: one request in, its metrics and access-log line out.
+"""The ASGI entry of the proxy path: one request in, its metrics and access-log line out
+(onwards/access_log.py).
 
 This is a raw ASGI endpoint rather than a Starlette view: it is the hot path, and every object it
 does not build is time a request does not pay. The stages it hands the request to are intake
@@ -7,7 +8,6 @@ does not build is time a request does not pay. The stages it hands the request t
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -24,8 +24,6 @@ from onwards.proxy.watch import DisconnectWatch
 
 if TYPE_CHECKING:
     from onwards.gateway import Gateway
-
-access_log = logging.getLogger("onwards.access")
 
 
 class ProxyHandler:
@@ -46,25 +44,9 @@ class ProxyHandler:
             elapsed = time.perf_counter() - started
             route = route_group(path)
             gw.metrics.request_finished(outcome.target, route, scope["method"], status, elapsed)
-            if gw.access_log:
-                access_log.info(
-                    "%s %s %d",
-                    scope["method"],
-                    route,
-                    status,
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "target": outcome.target,
-                        "provider": outcome.provider,
-                        "attempts": outcome.attempts,
-                        "limiter": outcome.limiter,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "error": outcome.error,
-                    },
-                )
+            access = gw.access_log
+            if access is not None:
+                access.record(scope, route, status, request_id, outcome, elapsed)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> tuple[str, int]:
         gw = self.gateway
@@ -76,6 +58,7 @@ class ProxyHandler:
         except GatewayError as exc:
             outcome.error = str(exc)
             await send_error(send, exc, request.rid_header)
+            outcome.bytes_out = len(exc.body)
             return request.request_id, exc.status
         except ClientGone:
             outcome.error = "client disconnected while sending the body"

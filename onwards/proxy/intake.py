@@ -84,10 +84,13 @@ class Intake:
         outcome.target = target.alias
         token = bearer_token(self.authorization)
         try:
-            self.keydef = authenticate(snapshot, target, token)
+            keydef = authenticate(snapshot, target, token)
         except GatewayError:
             metrics.auth_failure("missing" if token is None else "invalid")
             raise
+        if keydef is not None:
+            outcome.key = keydef.name
+        self.keydef = keydef
         self.forward_headers.append(("x-request-id", self.request_id))
 
 

@@ -93,6 +93,7 @@ async def send_whole(
     await ex.permits.release_before_end()
     await start(ex.send, status, headers)
     await body(ex.send, content, False)
+    ex.outcome.bytes_out = len(content)
     return status
 
 
@@ -112,21 +113,24 @@ async def _known_length(
     content = response.content
     remaining = length
     sent = 0
-    while remaining > 0:
-        chunk = await content.readany()
-        if not chunk:
-            # The upstream ended early: the client sees a short body, as it would directly.
-            log.warning("%s ended the body %d bytes early", pplan.label, remaining)
-            await permits.release_before_end()
-            await body(send, b"", False)
-            break
-        remaining -= len(chunk)
-        sent += len(chunk)
-        if remaining <= 0:
-            await permits.release_before_end()
-            await body(send, chunk, False)
-        else:
-            await body(send, chunk, True)
+    try:
+        while remaining > 0:
+            chunk = await content.readany()
+            if not chunk:
+                # The upstream ended early: the client sees a short body, as it would directly.
+                log.warning("%s ended the body %d bytes early", pplan.label, remaining)
+                await permits.release_before_end()
+                await body(send, b"", False)
+                break
+            remaining -= len(chunk)
+            if remaining <= 0:
+                await permits.release_before_end()
+                await body(send, chunk, False)
+            else:
+                await body(send, chunk, True)
+            sent += len(chunk)
+    finally:
+        ex.outcome.bytes_out = sent
     ex.gw.metrics.streamed(pplan.label, sent, 0)
     return status
 
@@ -169,6 +173,7 @@ async def _stream(
         ex.outcome.error = f"upstream stream broke: {type(exc).__name__}"
     finally:
         ex.gw.metrics.streamed(pplan.label, sent, events)
+        ex.outcome.bytes_out = sent
     await ex.permits.release_before_end()
     await body(send, b"", False)
     return status

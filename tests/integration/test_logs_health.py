@@ -31,7 +31,22 @@ pytestmark = pytest.mark.integration
 CLIENT_KEY = "sk-logs-client-5d1e0b"
 UPSTREAM_KEY = "sk-logs-upstream-c07a44"
 UPSTREAM_REQUEST_ID = "req_from_the_provider_0001"
-ACCESS_FIELDS = {"request_id", "target", "provider", "status", "duration_ms", "attempts", "limiter"}
+DEFINED_KEY = "sk-logs-defined-9a41e2"  # the token of key definition "logs-team"
+ACCESS_FIELDS = {
+    "request_id",
+    "client",
+    "method",
+    "route",
+    "target",
+    "provider",
+    "key",
+    "status",
+    "duration_ms",
+    "bytes_out",
+    "attempts",
+    "limiter",
+    "error",
+}
 
 
 @dataclass
@@ -132,7 +147,8 @@ def write_config(path: Path, mock: MockUpstream, own_id_url: str | None = None, 
     }
     if own_id_url is not None:
         targets["own-id"] = {"url": own_id_url + "/v1"}
-    path.write_text(json.dumps({"targets": targets, **top_level}))
+    auth = {"key_definitions": {"logs-team": {"key": DEFINED_KEY}}}
+    path.write_text(json.dumps({"targets": targets, "auth": auth, **top_level}))
     return path
 
 
@@ -296,12 +312,29 @@ def test_every_access_line_is_json_with_the_documented_fields(gw: GatewayProcess
                 "limiter": "none",
                 "route": "/v1/chat/completions",
                 "method": "POST",
+                "client": "127.0.0.1",
+                "key": "",
             },
+        ),
+        (
+            # A key definition is named (never its token), also on an open target.
+            "key-definition",
+            lambda rid: chat(
+                gw, model="open", authorization=f"Bearer {DEFINED_KEY}", **{"x-request-id": rid}
+            ),
+            {"status": 200, "target": "open", "key": "logs-team", "error": ""},
         ),
         (
             "wrong-key",
             lambda rid: chat(gw, authorization="Bearer sk-nope", **{"x-request-id": rid}),
-            {"status": 401, "target": "gpt", "provider": "", "attempts": 0, "limiter": "none"},
+            {
+                "status": 401,
+                "target": "gpt",
+                "provider": "",
+                "attempts": 0,
+                "limiter": "none",
+                "error": "invalid bearer token",
+            },
         ),
         (
             "unknown",
@@ -338,6 +371,9 @@ def test_every_access_line_is_json_with_the_documented_fields(gw: GatewayProcess
         assert {k: entry[k] for k in expected} == expected, (name, entry)
         assert isinstance(entry["duration_ms"], int | float) and entry["duration_ms"] >= 0
         assert isinstance(entry["pid"], int) and entry["level"] == "info"
+        # The body the client got, byte for byte: the gateway's own error bodies too.
+        assert entry["bytes_out"] == len(reply.text.encode()), (name, entry)
+    assert DEFINED_KEY not in gw.output()
     # The gateway's other log lines are JSON as well.
     worker_lines = [line for line in gw.output().splitlines() if '"logger":"onwards.app"' in line]
     assert worker_lines and all(json.loads(line)["msg"] == "worker ready" for line in worker_lines)
@@ -423,8 +459,8 @@ def test_pretty_format_is_one_readable_line_per_request(redis_down: RedisDown):
     assert reply.status == 200
     pattern = (
         r"\d\d:\d\d:\d\d\.\d{3} INFO +\[\d+\] onwards\.access: POST /v1/chat/completions 200  "
-        rf"request_id={rid} method=POST route=/v1/chat/completions status=200 target=gpt "
-        r"provider=gpt/0 attempts=1 limiter=none duration_ms=[0-9.]+"
+        rf"request_id={rid} client=127\.0\.0\.1 method=POST route=/v1/chat/completions status=200 "
+        rf"target=gpt provider=gpt/0 attempts=1 limiter=none duration_ms=[0-9.]+ bytes_out={len(reply.text)}"
     )
     found = pretty_line(pretty, rid)
     assert re.fullmatch(pattern, found), found
@@ -437,3 +473,18 @@ def test_pretty_format_is_one_readable_line_per_request(redis_down: RedisDown):
     assert not any(line.startswith("{") for line in output.splitlines())
     for secret in (CLIENT_KEY, UPSTREAM_KEY, "sk-nope", marker):
         assert secret not in output, secret
+
+
+def test_a_gateway_that_stops_writes_the_lines_it_still_buffered(mock: MockUpstream, tmp_path: Path):
+    # Lines wait in a worker's buffer up to 100 ms; a stop right after the answer comes well within
+    # that, so the line below is there only because the worker flushes on its way out.
+    process = GatewayProcess(
+        write_config(tmp_path / "config.json", mock), extra_args=["--log-format", "json", "--watch=false"]
+    )
+    rid = f"stop-{uuid.uuid4().hex}"
+    with gateways(process):
+        assert chat(process, model="open", **{"x-request-id": rid}).status == 200
+        process.stop()
+        entries = [e for e in access_entries(process) if e["request_id"] == rid]
+        assert len(entries) == 1, process.describe()
+        assert entries[0]["status"] == 200
