@@ -1,4 +1,4 @@
-"""OpenAI-shaped error bodies the gateway itself produces.
+"""OpenAI-shaped error bodies the gateway itself produces: the one place they are built.
 
 Bodies are encoded once at import: the request path only picks one.
 """
@@ -53,6 +53,10 @@ GATEWAY_TIMEOUT = error_body(
     "The upstream service took too long to respond. Please try again.", "internal_error", "gateway_timeout"
 )
 INTERNAL = error_body(_INTERNAL, "internal_error", "internal_error")
+# What a sanitized provider's 4xx becomes: its own body could name the provider.
+UPSTREAM_REJECTED = error_body(
+    "The upstream provider rejected the request.", "invalid_request_error", "upstream_error"
+)
 LIMITER_UNAVAILABLE = error_body(
     "The rate limiter is unavailable and this gateway is configured to refuse requests until it is back.",
     "internal_error",

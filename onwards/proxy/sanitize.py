@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from onwards import errors
+
 __all__ = [
     "MAX_EVENT_BYTES",
     "SanitizeError",
@@ -47,25 +49,13 @@ class SanitizeError(Exception):
     """The upstream body cannot be read as a chat completion (the proxy answers 500 internal_error)."""
 
 
-def _error_body(message: str, type_: str, code: str) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
-
-
-_UPSTREAM_REJECTED_BODY = _error_body(
-    "The upstream provider rejected the request.", "invalid_request_error", "upstream_error"
-)
-_INTERNAL_ERROR_BODY = _error_body(
-    "An internal error occurred. Please try again later.", "internal_error", "internal_error"
-)
-
-
 def sanitized_error_body(status: int) -> bytes:
     """Body that replaces an upstream non-2xx response; the caller keeps the upstream status."""
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise ValueError(f"not an HTTP status code: {status!r}")
     if 200 <= status <= 299:
         raise ValueError(f"status {status} is a success; only upstream errors get a sanitized error body")
-    return _UPSTREAM_REJECTED_BODY if 400 <= status <= 499 else _INTERNAL_ERROR_BODY
+    return errors.UPSTREAM_REJECTED if 400 <= status <= 499 else errors.INTERNAL
 
 
 # --- field readers -------------------------------------------------------------------------------------
