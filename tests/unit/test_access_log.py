@@ -160,12 +160,18 @@ async def test_the_lifespan_end_flushes_what_is_buffered(write_config, mock_upst
     async with app.starlette.router.lifespan_context(app.starlette):
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=10) as client:
-            reply = await client.post("/v1/chat/completions", json={"model": "gpt", "messages": []})
-            assert reply.status_code == 200
+            whole = await client.post("/v1/chat/completions", json={"model": "gpt", "messages": []})
+            streamed = await client.post(
+                "/v1/chat/completions", json={"model": "gpt", "messages": [], "stream": True}
+            )
+            assert whole.status_code == streamed.status_code == 200
+            assert streamed.headers["content-type"].startswith("text/event-stream")
         assert writer.writes == []
-    (line,) = writer.lines()
-    entry = json.loads(line)
-    assert (entry["status"], entry["target"], entry["bytes_out"]) == (200, "gpt", len(reply.content))
+    entries = [json.loads(line) for line in writer.lines()]
+    assert [(e["status"], e["target"], e["bytes_out"]) for e in entries] == [
+        (200, "gpt", len(whole.content)),
+        (200, "gpt", len(streamed.content)),
+    ]
 
 
 def test_off_or_below_info_there_is_no_access_log(write_config, mock_upstream: MockUpstream) -> None:
