@@ -13,12 +13,12 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from onwards import __version__, errors
 from onwards.access_log import LOGGER as ACCESS_LOGGER
@@ -201,7 +201,7 @@ class OnwardsApp:
         self.proxy = proxy
         self.gateway = gateway
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
