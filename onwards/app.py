@@ -126,11 +126,14 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
                 follow_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await follow_task
-            await gateway.drain_background()
-            await gateway.session.close()
-            await limiter.close()
-            if gateway.access_log is not None:
-                gateway.access_log.flush()
+            try:
+                await gateway.drain_background()
+                await gateway.session.close()
+                await limiter.close()
+            finally:
+                # Last, so the lines of requests that ended during the shutdown are in it too.
+                if gateway.access_log is not None:
+                    gateway.access_log.flush()
 
     async def health(_: Request) -> Response:
         active = gateway.active
