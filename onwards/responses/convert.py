@@ -209,11 +209,14 @@ def chat_usage_to_response(usage: Any) -> dict[str, Any] | None:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    cached = int(prompt_details.get("cached_tokens") or 0)
+    # Newer SDKs require cache_write_tokens; Chat backends rarely report it, 0 then.
+    cache_write = int(prompt_details.get("cache_write_tokens") or 0)
     reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_write},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": int(usage.get("total_tokens") or prompt + completion),
@@ -229,8 +232,8 @@ def add_usage(total: dict[str, Any] | None, more: dict[str, Any] | None) -> dict
     return {
         "input_tokens": total["input_tokens"] + more["input_tokens"],
         "input_tokens_details": {
-            "cached_tokens": total["input_tokens_details"]["cached_tokens"]
-            + more["input_tokens_details"]["cached_tokens"]
+            key: total["input_tokens_details"][key] + more["input_tokens_details"][key]
+            for key in ("cached_tokens", "cache_write_tokens")
         },
         "output_tokens": total["output_tokens"] + more["output_tokens"],
         "output_tokens_details": {

@@ -310,7 +310,7 @@ USAGES = [
         {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         {
             "input_tokens": 10,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": 5,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": 15,
@@ -325,7 +325,7 @@ USAGES = [
         },
         {
             "input_tokens": 10,
-            "input_tokens_details": {"cached_tokens": 4},
+            "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
             "output_tokens": 5,
             "output_tokens_details": {"reasoning_tokens": 3},
             "total_tokens": 15,
@@ -337,6 +337,7 @@ USAGES = [
 @pytest.mark.parametrize(("chat", "responses"), USAGES)
 def test_usage(chat: Any, responses: Any) -> None:
     assert convert.chat_usage_to_response(chat) == responses
+    Response.model_validate(convert.build_response({"model": "m"}, "resp_1", usage=responses))
 
 
 def test_usage_sums_across_steps() -> None:
@@ -349,7 +350,7 @@ def test_usage_sums_across_steps() -> None:
     total = convert.add_usage(convert.add_usage(None, one), two)
     assert total == {
         "input_tokens": 11,
-        "input_tokens_details": {"cached_tokens": 1},
+        "input_tokens_details": {"cached_tokens": 1, "cache_write_tokens": 0},
         "output_tokens": 22,
         "output_tokens_details": {"reasoning_tokens": 5},
         "total_tokens": 33,
