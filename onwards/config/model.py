@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from onwards.config.open_responses import OpenResponsesSpec
+
 Scope = Literal["key", "target", "provider"]
 Strategy = Literal["weighted_random", "priority"]
 
@@ -75,6 +77,7 @@ class Provider:
     request_timeout_secs: float | None
     checks: tuple[Check, ...]  # provider-scope limits, admitted when this provider is tried
     label: str  # bounded metrics label, "<alias>/<index>"; never contains secrets
+    open_responses_adapter: bool = False  # /v1/responses via Chat Completions (the first provider decides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,7 @@ class Target:
     sanitize_response: bool
     # Provider weights, precomputed for weighted_random selection.
     weights: tuple[int, ...] = ()
+    open_responses: OpenResponsesSpec = field(default_factory=OpenResponsesSpec)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from onwards.config import open_responses
 from onwards.config.env import EnvReferenceError, expand_env
 from onwards.config.errors import ConfigError
 from onwards.config.model import (
@@ -46,6 +47,7 @@ from onwards.config.model import (
     Strategy,
     Target,
 )
+from onwards.config.open_responses import OpenResponsesSpec
 
 log = logging.getLogger("onwards.config")
 
@@ -536,6 +538,7 @@ class _TargetReader:
         self.path = path
         # Provider limiter ids already used in this pool -> how often (see provider()).
         self.limiter_ids: dict[str, int] = {}
+        self.single_responses: OpenResponsesSpec | None = None
 
     def read(self, spec: object) -> Target:
         if isinstance(spec, dict):
@@ -574,7 +577,7 @@ class _TargetReader:
         if rules is not None:
             loader.ignored.append(f.at("routing_rules"))
         f.ignore("trusted", bool)
-        f.ignore("open_responses", dict)
+        responses = open_responses.read_target(loader, f)
         f.ignore("url")  # a pool's providers win over a top-level url, as in the Rust gateway
 
         providers_path = f.at("providers")
@@ -585,7 +588,7 @@ class _TargetReader:
             pf.finish()
             providers.append(provider)
         f.finish()
-        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize)
+        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize, responses)
 
     def single(self, f: _Fields) -> Target:
         own_keys = self.keys.key_list(f, "keys")
@@ -595,7 +598,14 @@ class _TargetReader:
         provider = self.provider(f, 0, sanitize_floor=False, own_limits=False)
         f.finish()
         return self.target(
-            [provider], "weighted_random", FallbackSpec(), own_keys, checks, (), provider.sanitize_response
+            [provider],
+            "weighted_random",
+            FallbackSpec(),
+            own_keys,
+            checks,
+            (),
+            provider.sanitize_response,
+            self.single_responses or OpenResponsesSpec(),
         )
 
     def legacy(self, items: list[object]) -> Target:
@@ -622,6 +632,7 @@ class _TargetReader:
         checks: tuple[Check, ...],
         headers: tuple[tuple[str, str], ...],
         sanitize: bool,
+        responses: OpenResponsesSpec | None = None,
     ) -> Target:
         return Target(
             alias=self.alias,
@@ -633,6 +644,7 @@ class _TargetReader:
             response_headers=headers,
             sanitize_response=sanitize,
             weights=tuple(p.weight for p in providers),
+            open_responses=responses or OpenResponsesSpec(),
         )
 
     def fallback(self, pool: _Fields) -> FallbackSpec:
@@ -715,10 +727,13 @@ class _TargetReader:
         for name, kind in (
             ("trusted", bool),
             ("propagate_trace_context", bool),
-            ("open_responses", dict),
             ("reasoning_translation", dict),
         ):
             f.ignore(name, kind)
+        # The single-provider form is its own target: its open_responses also holds the target's.
+        adapter, spec = open_responses.read_adapter(loader, f, owns_spec=not own_limits)
+        if spec is not None:
+            self.single_responses = spec
         return Provider(
             alias=self.alias,
             index=index,
@@ -732,6 +747,7 @@ class _TargetReader:
             request_timeout_secs=timeout,
             checks=checks,
             label=f"{self.alias}/{index}",
+            open_responses_adapter=adapter,
         )
 
     def url(self, f: _Fields) -> tuple[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target
+from onwards.responses.plan import ResponsesPlan, compile_responses
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class ProviderPlan:
 class TargetPlan:
     target: Target
     providers: tuple[ProviderPlan, ...]  # by Provider.index
+    responses: ResponsesPlan | None = None  # set when /v1/responses goes through the adapter
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ def compile_config(snapshot: Snapshot) -> ActiveConfig:
     targets: dict[str, TargetPlan] = {}
     for alias, target in snapshot.targets.items():
         plans = tuple(_provider_plan(target, p) for p in target.providers)
-        targets[alias] = TargetPlan(target=target, providers=plans)
+        targets[alias] = TargetPlan(target=target, providers=plans, responses=compile_responses(target))
     limits = snapshot.limits
     renew_interval_s = min(limits.renew_interval_ms, limits.lease_ttl_ms / 3) / 1000
     return ActiveConfig(snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s)
