@@ -35,6 +35,7 @@ from onwards.metrics import build_metrics
 from onwards.proxy.auth import bearer_token, visible_models
 from onwards.proxy.client import build_session
 from onwards.proxy.handler import ProxyHandler
+from onwards.responses.store import RedisResponseStore
 from onwards.settings import Settings
 
 log = logging.getLogger("onwards.app")
@@ -104,6 +105,12 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
         await limiter.start(snapshot.limits)
         gateway.limiter = limiter
         gateway.session = build_session(gateway.http_pool(snapshot))
+        redis_responses = None
+        if settings.redis_url:
+            redis_responses = RedisResponseStore.from_url(
+                settings.redis_url, settings.redis_prefix, settings.responses_ttl_secs
+            )
+            gateway.responses_store = redis_responses
         gateway.apply(snapshot)
         log.info(
             "worker ready",
@@ -130,6 +137,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
                 await gateway.drain_background()
                 await gateway.session.close()
                 await limiter.close()
+                if redis_responses is not None:
+                    await redis_responses.close()
             finally:
                 # Last, so the lines of requests that ended during the shutdown are in it too.
                 if gateway.access_log is not None:

@@ -20,6 +20,7 @@ from onwards.limits.base import Limiter
 from onwards.metrics import Metrics
 from onwards.proxy.client import IdleCappedConnector
 from onwards.proxy.plan import ActiveConfig, compile_config
+from onwards.responses.store import MemoryResponseStore, ResponseStore
 from onwards.settings import Settings
 
 log = logging.getLogger("onwards.gateway")
@@ -35,6 +36,8 @@ class Gateway:
         self.active: ActiveConfig | None = None
         self.limiter: Limiter = None  # type: ignore[assignment]
         self.session: aiohttp.ClientSession = None  # type: ignore[assignment]
+        # For previous_response_id; the lifespan puts it in Redis when the gateway has Redis.
+        self.responses_store: ResponseStore = MemoryResponseStore(settings.responses_ttl_secs)
         self._background: set[asyncio.Task[Any]] = set()
 
     @property

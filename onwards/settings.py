@@ -80,6 +80,16 @@ class Settings:
     redis_prefix: str = _opt(
         "onwards", "--redis-prefix", metavar="P", help="prefix of every Redis key and channel"
     )
+    responses_ttl_secs: int = _opt(
+        30 * 24 * 3600,
+        "--responses-ttl-secs",
+        kind="int",
+        minimum=1,
+        metavar="S",
+        shown_default="`2592000` (30 days)",
+        help="how long a stored response can be continued with previous_response_id "
+        "(in Redis with --redis-url, else in each worker's memory)",
+    )
     watch: bool = _opt(True, "-w", "--watch", kind="bool", help="reload the config file when it changes")
     metrics: bool = _opt(True, "-m", "--metrics", kind="bool", help="serve Prometheus metrics")
     metrics_host: str = _opt("0.0.0.0", "--metrics-host", help="metrics address")

@@ -21,6 +21,8 @@ from onwards.proxy.permits import Permits
 from onwards.proxy.respond import send_error
 from onwards.proxy.routing import route_group
 from onwards.proxy.watch import DisconnectWatch
+from onwards.responses import gateway as responses_adapter
+from onwards.responses.metrics import responses_metrics
 
 if TYPE_CHECKING:
     from onwards.gateway import Gateway
@@ -63,6 +65,34 @@ class ProxyHandler:
         except ClientGone:
             outcome.error = "client disconnected while sending the body"
             return request.request_id, 499
+        # One attribute test on the hot path; the adapter's model steps are chat requests of their
+        # own, each admitted on its own, so the outer request is not admitted here.
+        if request.tplan.responses is not None and _is_responses(scope):
+            return request.request_id, await self._serve_responses(request, scope, receive, send, outcome)
         permits = Permits(gw.limiter, gw.spawn, active.renew_interval_s)
         exchange = Exchange(gw, scope, send, request, outcome, permits, DisconnectWatch(receive, permits))
         return request.request_id, await attempts.run(exchange)
+
+    async def _serve_responses(
+        self, request: Intake, scope: Scope, receive: Receive, send: Send, outcome: Outcome
+    ) -> int:
+        gw = self.gateway
+        plan = request.tplan.responses
+        assert plan is not None
+        ctx = responses_adapter.AdapterContext(
+            app=self,
+            plan=plan,
+            target=request.tplan.target.alias,
+            store=gw.responses_store,
+            metrics=responses_metrics(gw.metrics),
+            session=gw.session,
+            rid_header=request.rid_header,
+        )
+        served = await responses_adapter.serve(ctx, scope, receive, send, request.body)
+        outcome.attempts = served.model_calls
+        outcome.error = served.error
+        return served.status
+
+
+def _is_responses(scope: Scope) -> bool:
+    return scope["method"] == "POST" and scope["path"] in responses_adapter.PATHS

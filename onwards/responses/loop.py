@@ -155,15 +155,29 @@ class ToolExecutor(Protocol):
 class ModelCallError(Exception):
     """A model call that failed; `status` and `body` are what the client should see."""
 
-    def __init__(self, message: str, status: int = 502, body: bytes = b"", code: str = "upstream_error"):
+    def __init__(
+        self,
+        message: str,
+        status: int = 502,
+        body: bytes = b"",
+        code: str = "upstream_error",
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
         self.body = body
         self.code = code
+        self.headers = headers  # response headers worth passing on, such as retry-after
 
     def as_error(self) -> dict[str, Any]:
-        return {"message": self.message, "code": self.code, "status": self.status, "body": self.body.decode()}
+        return {
+            "message": self.message,
+            "code": self.code,
+            "status": self.status,
+            "body": self.body.decode(errors="replace"),
+            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in self.headers],
+        }
 
 
 class ModelClient(Protocol):

@@ -533,8 +533,8 @@ def test_unknown_and_unused_fields_are_logged_once_at_debug_with_paths(caplog):
     )
     assert unused == (
         "config.json: fields this gateway accepts but does not use: targets.a.trusted, "
-        "targets.b.fallback.backoff, targets.b.fallback.max_total_backoff_ms, targets.b.open_responses.adapter, "
-        "targets.b.providers[0].propagate_trace_context"
+        "targets.b.fallback.backoff, targets.b.fallback.max_total_backoff_ms, "
+        "targets.b.open_responses.adapter, targets.b.providers[0].propagate_trace_context"
     )
 
 
