@@ -105,6 +105,7 @@ class ChatScript:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/tools/{name}", self._tool)
+        app.router.add_route("*", "/{tail:.*}", self._other)
         runner = web.AppRunner(app, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port)
@@ -112,6 +113,14 @@ class ChatScript:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+
+    async def _other(self, request: web.Request) -> web.Response:
+        self.requests.append(
+            {"path": request.path, "headers": dict(request.headers), "body": await request.read()}
+        )
+        return web.json_response(
+            {"error": {"message": "not here", "type": "invalid_request_error"}}, status=404
+        )
 
     async def _tool(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -1,0 +1,257 @@
+"""`/v1/responses` through real gateway processes with the official `openai` SDK, against a
+Chat-Completions-only upstream (its `/responses` is a 404, so every answer here went through
+the adapter): plain, streaming, function tools, a server-side HTTP tool, the step limit,
+previous_response_id across two gateway instances sharing Redis, per-step limits and metrics."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+import redis
+
+from onwards.responses.loop import STEP_REQUEST_ID_HEADER
+from tests.support.chat_script import ChatScript
+from tests.support.processes import GatewayProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
+
+TOKEN = "sk-responses-test"
+LOOKUP = {
+    "name": "lookup",
+    "description": "Look a thing up",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    "timeout_secs": 10,
+    "headers": {"X-Tool-Key": "${RESPONSES_TEST_TOOL_KEY}"},
+}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[ChatScript]:
+    with ChatScript() as script:
+        yield script
+
+
+@pytest.fixture(scope="module")
+def gateways(
+    upstream: ChatScript, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[GatewayProcess, GatewayProcess, str, str]]:
+    from tests.conftest import DEFAULT_REDIS_URL
+    from tests.support.processes import redis_available
+
+    url = DEFAULT_REDIS_URL
+    if not redis_available(url):
+        pytest.skip(f"no Redis answered PING at {url}")
+    prefix = f"onwards-test-responses-{id(upstream)}"
+    tool = {**LOOKUP, "url": f"http://127.0.0.1:{upstream.port}/tools/lookup"}
+    adapter = {"adapter": True, "max_steps": 3, "tools": [tool]}
+    config = {
+        "auth": {"global_keys": [TOKEN]},
+        "targets": {
+            "chat-model": {"url": upstream.url, "open_responses": adapter},
+            "pooled": {
+                "providers": [{"url": upstream.url, "open_responses": {"adapter": True}}],
+                "open_responses": {"tools": [tool]},
+                "rate_limit": {"requests_per_second": 0.001, "burst_size": 3},
+            },
+            "passthrough": {"url": upstream.url},
+        },
+    }
+    path = tmp_path_factory.mktemp("responses") / "config.json"
+    path.write_text(json.dumps(config))
+    env = {"RESPONSES_TEST_TOOL_KEY": "tool-secret"}
+    first = GatewayProcess(path, workers=2, redis_url=url, redis_prefix=prefix, env=env).start()
+    second = GatewayProcess(path, workers=1, redis_url=url, redis_prefix=prefix, env=env).start()
+    try:
+        yield first, second, url, prefix
+    finally:
+        for gw in (second, first):
+            gw.stop()
+            print(f"--- {gw.describe()}")
+            gw.close()
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def client_for() -> Callable[[GatewayProcess], openai.OpenAI]:
+    def make(gw: GatewayProcess) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=TOKEN, max_retries=0, timeout=30)
+
+    return make
+
+
+def _chat_calls(upstream: ChatScript, since: int) -> list[dict[str, Any]]:
+    return upstream.chat_requests()[since:]
+
+
+def test_plain_response(gateways: Any, client_for: Any, upstream: ChatScript) -> None:
+    gw = gateways[0]
+    before = len(upstream.chat_requests())
+    response = client_for(gw).responses.create(model="chat-model", input="hi", instructions="be brief")
+    assert response.object == "response"
+    assert response.id.startswith("resp_")
+    assert response.status == "completed"
+    assert response.output_text == "echo: hi (messages=2)"
+    assert response.usage is not None and response.usage.input_tokens_details.cached_tokens == 2
+    [sent] = _chat_calls(upstream, before)
+    assert sent["body"]["messages"][0] == {"role": "system", "content": "be brief"}
+    assert sent["headers"][STEP_REQUEST_ID_HEADER].startswith("step_")
+    assert not [r for r in upstream.requests if r["path"].endswith("/responses")]
+
+
+def test_streaming_response(gateways: Any, client_for: Any) -> None:
+    stream = client_for(gateways[0]).responses.create(model="chat-model", input="stream me", stream=True)
+    events = list(stream)
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed"
+    assert "response.output_text.delta" in types
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == "echo: stream me (messages=1)"
+    assert events[-1].response.output_text == text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+def test_function_tool_round_trip_with_previous_response_id(gateways: Any, client_for: Any) -> None:
+    client = client_for(gateways[0])
+    first = client.responses.create(
+        model="chat-model", input='call get_weather {"city": "paris"}', tools=[WEATHER]
+    )
+    [call] = first.output
+    assert call.type == "function_call"
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "paris"}
+    second = client.responses.create(
+        model="chat-model",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}],
+        tools=[WEATHER],
+    )
+    assert second.output_text == "tool said: sunny"
+    assert second.previous_response_id == first.id
+
+
+def test_previous_response_id_across_instances_sharing_redis(
+    gateways: Any, client_for: Any, upstream: ChatScript
+) -> None:
+    first_gw, second_gw, url, prefix = gateways
+    one = client_for(first_gw).responses.create(model="chat-model", input="remember me")
+    stored = redis.Redis.from_url(url).get(f"{prefix}:responses:{one.id}")
+    assert stored is not None  # readable with redis-cli GET
+    assert json.loads(stored)["response"]["id"] == one.id
+    assert 0 < redis.Redis.from_url(url).ttl(f"{prefix}:responses:{one.id}") <= 30 * 24 * 3600
+    before = len(upstream.chat_requests())
+    two = client_for(second_gw).responses.create(
+        model="chat-model", input="and now?", previous_response_id=one.id
+    )
+    assert two.output_text == "echo: and now? (messages=3)"
+    [sent] = _chat_calls(upstream, before)
+    assert [m["content"] for m in sent["body"]["messages"]] == [
+        "remember me",
+        "echo: remember me (messages=1)",
+        "and now?",
+    ]
+
+
+def test_store_false_is_not_kept(gateways: Any, client_for: Any) -> None:
+    client = client_for(gateways[0])
+    one = client.responses.create(model="chat-model", input="forget me", store=False)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="chat-model", input="x", previous_response_id=one.id)
+    assert caught.value.code == "previous_response_not_found"
+
+
+def test_server_side_http_tool(gateways: Any, client_for: Any, upstream: ChatScript) -> None:
+    before, tools_before = len(upstream.chat_requests()), len(upstream.tool_requests)
+    response = client_for(gateways[0]).responses.create(
+        model="chat-model",
+        input='call lookup {"q": "moon"}',
+        tools=[{"type": "hosted_tool", "name": "lookup"}],
+    )
+    assert response.output_text == 'tool said: {"tool":"lookup","args":{"q":"moon"}}'
+    assert [item.type for item in response.output] == ["message"]
+    sent = _chat_calls(upstream, before)
+    assert len(sent) == 2
+    assert sent[0]["headers"][STEP_REQUEST_ID_HEADER] != sent[1]["headers"][STEP_REQUEST_ID_HEADER]
+    [tool_call] = upstream.tool_requests[tools_before:]
+    assert tool_call["body"] == {"q": "moon"}
+    assert tool_call["headers"]["X-Tool-Key"] == "tool-secret"
+
+
+def test_server_side_tool_streaming(gateways: Any, client_for: Any) -> None:
+    stream = client_for(gateways[0]).responses.create(
+        model="chat-model",
+        input='call lookup {"q": "sun"}',
+        tools=[{"type": "hosted_tool", "name": "lookup"}],
+        stream=True,
+    )
+    events = list(stream)
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == 'tool said: {"tool":"lookup","args":{"q":"sun"}}'
+    assert not [e for e in events if e.type.startswith("response.function_call_arguments")]
+
+
+def test_the_step_limit(gateways: Any, client_for: Any, upstream: ChatScript) -> None:
+    before = len(upstream.chat_requests())
+    response = client_for(gateways[0]).responses.create(
+        model="chat-model", input="loop lookup", tools=[{"type": "hosted_tool", "name": "lookup"}]
+    )
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None and response.incomplete_details.reason == "max_steps"
+    assert len(_chat_calls(upstream, before)) == 3  # max_steps in the config
+
+
+@pytest.mark.parametrize(
+    ("tools", "code"),
+    [
+        ([{"type": "hosted_tool", "name": "nope"}], "unknown_tool"),
+        ([{"type": "web_search"}], "unknown_tool"),
+        ([{"type": "hosted_tool", "name": "lookup"}, {**WEATHER, "name": "lookup"}], "tool_name_collision"),
+    ],
+)
+def test_unknown_hosted_tools_and_collisions_are_400(
+    gateways: Any, client_for: Any, tools: list[dict[str, Any]], code: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(gateways[0]).responses.create(model="chat-model", input="x", tools=tools)  # type: ignore[arg-type]
+    assert caught.value.code == code
+
+
+def test_without_the_adapter_responses_pass_through(
+    gateways: Any, client_for: Any, upstream: ChatScript
+) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client_for(gateways[0]).responses.create(model="passthrough", input="x")
+    assert upstream.requests[-1]["path"] == "/v1/responses"
+
+
+def test_every_step_is_admitted_and_counted(gateways: Any, client_for: Any) -> None:
+    gw = gateways[1]  # one worker, so the metrics below are this test's
+    client = client_for(gw)
+    # burst 3: a tool response takes two model calls, a plain one a third; then nothing is left.
+    tool = client.responses.create(
+        model="pooled", input='call lookup {"q": 1}', tools=[{"type": "hosted_tool", "name": "lookup"}]
+    )
+    assert tool.output_text.startswith("tool said:")
+    client.responses.create(model="pooled", input="plain")
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="pooled", input="refused")
+    metrics = urllib.request.urlopen(gw.metrics_url, timeout=10).read().decode()
+    assert 'onwards_responses_tool_calls_total{outcome="ok",target="pooled",tool="lookup"} 1.0' in metrics
+    assert 'onwards_responses_model_calls_count{target="pooled"} 3.0' in metrics  # the refused one too
+    assert 'onwards_responses_model_calls_sum{target="pooled"} 4.0' in metrics
+    assert 'onwards_responses_total{status="completed",target="pooled"} 2.0' in metrics
+    assert 'onwards_responses_total{status="failed",target="pooled"} 1.0' in metrics
+    assert 'onwards_responses_tool_duration_seconds_count{target="pooled",tool="lookup"} 1.0' in metrics
