@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onwards.errors import error_body
 from onwards.responses import convert, ids
@@ -31,13 +31,9 @@ from onwards.responses.plan import ResponsesPlan
 from onwards.responses.steps import ConversationSteps
 from onwards.responses.store import ResponseStore, ResponseStoreError, StoredResponse, valid_id
 from onwards.responses.stream import Event, encode_event
-from onwards.responses.subrequest import App, SubRequestModelClient
+from onwards.responses.subrequest import SubRequestModelClient
 
 log = logging.getLogger("onwards.responses")
-
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PATHS = frozenset({"/v1/responses", "/v1/responses/"})
 
@@ -56,7 +52,7 @@ class Served:
 class AdapterContext:
     """Everything the adapter needs from the worker, passed by the proxy handler."""
 
-    app: App  # the gateway's own proxy handler, for the model steps
+    app: ASGIApp  # the gateway's own proxy handler, for the model steps
     plan: ResponsesPlan
     target: str
     store: ResponseStore
@@ -70,9 +66,7 @@ class _ClientGone(Exception):
     pass
 
 
-async def serve(
-    ctx: AdapterContext, scope: dict[str, Any], receive: Receive, send: Send, body: bytes
-) -> Served:
+async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send, body: bytes) -> Served:
     """Answer one `/v1/responses` request through the adapter; never raises for bad input."""
     served = ctx.served
     client_gone = asyncio.Event()

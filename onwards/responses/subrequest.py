@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from starlette.types import ASGIApp, Message, Scope
 
 from onwards.responses.loop import STEP_REQUEST_ID_HEADER, ModelCallError
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-App = Callable[
-    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
-]
 
 CHAT_PATH = "/v1/chat/completions"
 # Replaced per step; accept-encoding too, as the loop must read the step's body itself.
@@ -36,7 +31,7 @@ _REPLACED = frozenset(
 
 
 class SubRequestModelClient:
-    def __init__(self, app: App, scope: Scope, client_gone: asyncio.Event) -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, client_gone: asyncio.Event) -> None:
         self._app = app
         self._scope = scope
         self._headers = [(n, v) for n, v in scope["headers"] if n not in _REPLACED]
