@@ -65,6 +65,11 @@ def gateways(
                 "rate_limit": {"requests_per_second": 0.001, "burst_size": 3},
             },
             "passthrough": {"url": upstream.url},
+            "tight": {
+                "url": upstream.url,
+                "open_responses": {"adapter": True},
+                "rate_limit": {"requests_per_second": 0.001, "burst_size": 1},
+            },
         },
     }
     path = tmp_path_factory.mktemp("responses") / "config.json"
@@ -255,3 +260,33 @@ def test_every_step_is_admitted_and_counted(gateways: Any, client_for: Any) -> N
     assert 'onwards_responses_total{status="completed",target="pooled"} 2.0' in metrics
     assert 'onwards_responses_total{status="failed",target="pooled"} 1.0' in metrics
     assert 'onwards_responses_tool_duration_seconds_count{target="pooled",tool="lookup"} 1.0' in metrics
+
+
+def test_a_refused_first_step_is_a_plain_http_error_even_when_streaming(
+    gateways: Any, client_for: Any
+) -> None:
+    client = client_for(gateways[0])
+    client.responses.create(model="tight", input="uses the only token")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="tight", input="refused", stream=True)
+    assert caught.value.code == "rate_limit"
+    assert caught.value.response.headers["retry-after"]
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="tight", input="refused too")
+
+
+def test_a_step_failing_mid_loop(gateways: Any, client_for: Any) -> None:
+    client = client_for(gateways[0])
+    hosted = [{"type": "hosted_tool", "name": "lookup"}]
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.responses.create(model="chat-model", input="then fail: call lookup {}", tools=hosted)  # type: ignore[arg-type]
+    assert caught.value.status_code == 500
+    events = list(
+        client.responses.create(
+            model="chat-model", input="then fail: call lookup {}", tools=hosted, stream=True
+        )  # type: ignore[arg-type]
+    )
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.error is not None

@@ -7,6 +7,7 @@ For the Responses tests: the gateway's adapter must turn everything into Chat Co
 * last user text `call <name> <json>` -> a tool call to <name> with those arguments;
   `call <a> <json> and <b> <json>` -> two parallel calls;
 * last user text containing `loop <name>` -> always a call to <name>, even after tool results;
+* last message a tool result and the user text containing `then fail` -> HTTP 500;
 * anything else -> text `echo: <last user text> (messages=<count>)`.
 
 Streams split the text and the arguments into several chunks and end with a usage chunk when
@@ -134,7 +135,12 @@ class ChatScript:
         body = await request.json()
         self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
         self._counter += 1
-        text, calls = decide(body.get("messages") or [])
+        messages = body.get("messages") or []
+        if messages and messages[-1].get("role") == "tool" and "then fail" in _user_text(messages):
+            return web.json_response(
+                {"error": {"message": "upstream broke", "type": "server_error"}}, status=500
+            )
+        text, calls = decide(messages)
         tool_calls = [
             {"id": f"call_{self._counter}_{i}", "type": "function", "function": {"name": n, "arguments": a}}
             for i, (n, a) in enumerate(calls)
