@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onwards.errors import error_body
+from onwards.errors import INTERNAL, error_body
 from onwards.responses import convert, ids
 from onwards.responses.errors import ResponsesRequestError
 from onwards.responses.http import HttpToolExecutor
@@ -72,23 +73,33 @@ async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send,
     client_gone = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(_watch(receive, client_gone))
     try:
-        request = _decode(body)
-        steps, enabled = await _prepare(ctx, request)
-    except ResponsesRequestError as error:
-        served.error = error.message
-        await _send_json(send, error.status, error.body(), ctx.rid_header)
-        served.status = error.status
+        try:
+            request = _decode(body)
+            steps, enabled = await _prepare(ctx, request)
+        except ResponsesRequestError as error:
+            served.status, served.error = error.status, error.message
+            await _send_json(send, error.status, error.body(), ctx.rid_header)
+            return served
+        served.response_id = steps.response_id
+        executor = HttpToolExecutor([ctx.plan.tools[name] for name in enabled], ctx.session)
+        model = SubRequestModelClient(ctx.app, scope, client_gone)
+        runner = _Runner(ctx, steps, executor, model, send)
+        await _until_gone(runner.run(bool(request.get("stream"))), client_gone, served)
+    except _ClientGone:
+        served.status, served.error = 499, "client disconnected"
+    finally:
         watcher.cancel()
-        return served
-    served.response_id = steps.response_id
-    executor = HttpToolExecutor([ctx.plan.tools[name] for name in enabled], ctx.session)
-    model = SubRequestModelClient(ctx.app, scope, client_gone)
-    runner = _Runner(ctx, steps, executor, model, send)
-    task = asyncio.get_running_loop().create_task(runner.run(bool(request.get("stream"))))
-    gone = asyncio.get_running_loop().create_task(client_gone.wait())
+    return served
+
+
+async def _until_gone(work: Coroutine[Any, Any, None], client_gone: asyncio.Event, served: Served) -> None:
+    """Run `work`; cancel it when the client leaves, which also ends its steps' requests."""
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(work)
+    gone = loop.create_task(client_gone.wait())
     try:
         await asyncio.wait([task, gone], return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():  # the client left: stop the loop, which ends its steps' requests
+        if not task.done():
             task.cancel()
             served.status, served.error = 499, "client disconnected"
         try:
@@ -98,8 +109,6 @@ async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send,
                 raise
     finally:
         gone.cancel()
-        watcher.cancel()
-    return served
 
 
 async def _watch(receive: Receive, client_gone: asyncio.Event) -> None:
@@ -275,6 +284,13 @@ class _Runner:
                 await _send_json(self.send, 200, orjson.dumps(response), ctx.rid_header)
         except _ClientGone:
             served.status, served.error = 499, "client disconnected"
+        except Exception as error:  # a bug must still end the request with an answer
+            log.exception("the response loop failed")
+            served.status, served.error = 500, f"{type(error).__name__}: {error}"
+            if self.started:
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await _send_json(self.send, 500, INTERNAL, ctx.rid_header)
 
     async def _failed(self, failed: ResponseFailed) -> None:
         ctx, served = self.ctx, self.ctx.served

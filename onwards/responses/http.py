@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from onwards.responses.loop import STEP_REQUEST_ID_HEADER, ModelCallError, ToolError, ToolSchema
+from onwards.responses.protocols import STEP_REQUEST_ID_HEADER, ModelCallError, ToolError, ToolSchema
 
 TOOL_CALL_ID_HEADER = "x-onwards-tool-call-id"
 _ERROR_SNIPPET = 300  # characters of a failed tool's body shown to the model

@@ -11,7 +11,7 @@ from typing import Any
 
 from onwards.config.model import Target
 from onwards.responses.http import HttpTool
-from onwards.responses.loop import ToolSchema
+from onwards.responses.protocols import ToolSchema
 
 
 @dataclass(frozen=True, slots=True)

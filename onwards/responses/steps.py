@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from onwards.responses import convert, ids
-from onwards.responses.loop import (
+from onwards.responses.protocols import (
     AppendSteps,
     ChainStep,
     Complete,

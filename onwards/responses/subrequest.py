@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Scope
 
-from onwards.responses.loop import STEP_REQUEST_ID_HEADER, ModelCallError
+from onwards.responses.protocols import STEP_REQUEST_ID_HEADER, ModelCallError
 
 CHAT_PATH = "/v1/chat/completions"
 # Replaced per step; accept-encoding too, as the loop must read the step's body itself.
