@@ -10,13 +10,14 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
 
 from onwards.responses.loop import STEP_REQUEST_ID_HEADER
 from tests.support.chat_script import ChatScript
-from tests.support.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -65,6 +66,11 @@ def gateways(
                 "rate_limit": {"requests_per_second": 0.001, "burst_size": 3},
             },
             "passthrough": {"url": upstream.url},
+            "single": {
+                "url": upstream.url,
+                "open_responses": {"adapter": True},
+                "concurrency_limit": {"max_concurrent_requests": 1},
+            },
             "tight": {
                 "url": upstream.url,
                 "open_responses": {"adapter": True},
@@ -290,3 +296,32 @@ def test_a_step_failing_mid_loop(gateways: Any, client_for: Any) -> None:
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed"
     assert events[-1].response.error is not None
+
+
+def _single_is_free(client: openai.OpenAI) -> bool:
+    try:
+        return client.responses.create(model="single", input="next").status == "completed"
+    except openai.RateLimitError:
+        return False  # the step of the request that left still holds the one permit
+
+
+def test_a_client_leaving_mid_stream_frees_the_step_permit(gateways: Any, client_for: Any) -> None:
+    gw = gateways[0]
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    body = {"model": "single", "input": "answer slowly", "stream": True}
+    with httpx.stream("POST", f"{gw.url}/v1/responses", json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event: response.output_text.delta"):
+                break  # leave while the upstream still has ~18 s of stream to send
+    # The upstream would hold the permit ~18 s more; the gateway notices the client left first.
+    wait_until(lambda: _single_is_free(client_for(gw)), timeout=10, interval=0.2)
+
+
+def test_a_client_leaving_a_waiting_response_frees_the_step_permit(gateways: Any, client_for: Any) -> None:
+    gw = gateways[0]
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    body = {"model": "single", "input": "answer slowly"}
+    with pytest.raises(httpx.ReadTimeout):  # the upstream answers after 18 s; the client gives up at 1 s
+        httpx.post(f"{gw.url}/v1/responses", json=body, headers=headers, timeout=1)
+    wait_until(lambda: _single_is_free(client_for(gw)), timeout=10, interval=0.2)

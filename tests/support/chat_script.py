@@ -8,6 +8,8 @@ For the Responses tests: the gateway's adapter must turn everything into Chat Co
   `call <a> <json> and <b> <json>` -> two parallel calls;
 * last user text containing `loop <name>` -> always a call to <name>, even after tool results;
 * last message a tool result and the user text containing `then fail` -> HTTP 500;
+* user text containing `slowly` -> a long text streamed one chunk every 0.3 s, or without streaming an
+  answer after 18 s (a client can leave mid-way);
 * anything else -> text `echo: <last user text> (messages=<count>)`.
 
 Streams split the text and the arguments into several chunks and end with a usage chunk when
@@ -155,6 +157,8 @@ class ChatScript:
         }
         base = {"id": f"chatcmpl-{self._counter}", "created": 1, "model": body.get("model")}
         if not body.get("stream"):
+            if "slowly" in _user_text(messages):
+                await asyncio.sleep(18)
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tool_calls:
                 message["tool_calls"] = tool_calls
@@ -171,9 +175,14 @@ class ChatScript:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
         await send({"role": "assistant", "content": ""})
+        pause = 0.0
+        if "slowly" in _user_text(messages):
+            text, pause = "slow " * 60, 0.3
         if text:
             for i in range(0, len(text), 4):
                 await send({"content": text[i : i + 4]})
+                if pause:
+                    await asyncio.sleep(pause)
         for i, call in enumerate(tool_calls):
             args = call["function"]["arguments"]
             first = {
