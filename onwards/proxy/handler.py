@@ -91,6 +91,7 @@ class ProxyHandler:
         served = await responses_adapter.serve(ctx, scope, receive, send, request.body)
         outcome.attempts = served.model_calls
         outcome.error = served.error
+        outcome.bytes_out = served.bytes_out
         return served.status
 
 

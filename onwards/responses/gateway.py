@@ -47,6 +47,7 @@ class Served:
     model_calls: int = 0
     error: str = ""
     response_id: str = ""
+    bytes_out: int = 0  # response body bytes handed to the server
 
 
 @dataclass
@@ -70,6 +71,8 @@ class _ClientGone(Exception):
 async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send, body: bytes) -> Served:
     """Answer one `/v1/responses` request through the adapter; never raises for bad input."""
     served = ctx.served
+    send = _counting(send, served)
+
     client_gone = asyncio.Event()
     watcher = asyncio.get_running_loop().create_task(_watch(receive, client_gone))
     try:
@@ -90,6 +93,17 @@ async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send,
     finally:
         watcher.cancel()
     return served
+
+
+def _counting(send: Send, served: Served) -> Send:
+    """`send` that also counts the body bytes the access log reports."""
+
+    async def counted(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            served.bytes_out += len(message.get("body", b""))
+        await send(message)
+
+    return counted
 
 
 async def _until_gone(work: Coroutine[Any, Any, None], client_gone: asyncio.Event, served: Served) -> None:
