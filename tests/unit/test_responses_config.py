@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +114,12 @@ def test_tools_on_a_pool_provider_are_refused() -> None:
         _plan({"providers": [{"url": "http://a/v1", "open_responses": {"adapter": True, "max_steps": 3}}]})
     assert "targets.m.providers[0].open_responses.max_steps" in str(caught.value)
     assert "target's own" in str(caught.value)
+
+
+def test_the_protocols_doc_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
+    [block] = [b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if '"targets"' in b]
+    monkeypatch.setenv("DOCS_TOOL_TOKEN", "t")
+    plan = compile_config(parse_config(json.loads(block), "protocols.md")).targets["llama"]
+    assert plan.responses is not None
+    assert list(plan.responses.tools) == ["search_docs"]
