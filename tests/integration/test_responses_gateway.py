@@ -82,7 +82,14 @@ def gateways(
     path.write_text(json.dumps(config))
     env = {"RESPONSES_TEST_TOOL_KEY": "tool-secret"}
     first = GatewayProcess(path, workers=2, redis_url=url, redis_prefix=prefix, env=env).start()
-    second = GatewayProcess(path, workers=1, redis_url=url, redis_prefix=prefix, env=env).start()
+    second = GatewayProcess(
+        path,
+        workers=1,
+        redis_url=url,
+        redis_prefix=prefix,
+        env=env,
+        extra_args=["--responses-ttl-secs", "600"],
+    ).start()
     try:
         yield first, second, url, prefix
     finally:
@@ -168,6 +175,7 @@ def test_previous_response_id_across_instances_sharing_redis(
         model="chat-model", input="and now?", previous_response_id=one.id
     )
     assert two.output_text == "echo: and now? (messages=3)"
+    assert 0 < redis.Redis.from_url(url).ttl(f"{prefix}:responses:{two.id}") <= 600  # --responses-ttl-secs
     [sent] = _chat_calls(upstream, before)
     assert [m["content"] for m in sent["body"]["messages"]] == [
         "remember me",
