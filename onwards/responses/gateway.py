@@ -36,7 +36,8 @@ from onwards.responses.subrequest import SubRequestModelClient
 
 log = logging.getLogger("onwards.responses")
 
-PATHS = frozenset({"/v1/responses", "/v1/responses/"})
+# Without /v1 too: the Rust gateway routes both forms, and so may this one.
+PATHS = frozenset({"/v1/responses", "/v1/responses/", "/responses", "/responses/"})
 
 
 @dataclass
