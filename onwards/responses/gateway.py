@@ -124,6 +124,8 @@ async def _until_gone(work: Coroutine[Any, Any, None], client_gone: asyncio.Even
                 raise
     finally:
         gone.cancel()
+        if not task.done():  # we were cancelled ourselves (shutdown): take the work down with us
+            task.cancel()
 
 
 async def _watch(receive: Receive, client_gone: asyncio.Event) -> None:
