@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import aiohttp
 import pytest
 
-from onwards.responses.loop import STEP_REQUEST_ID_HEADER
+from onwards.responses.http import HttpModelClient
+from onwards.responses.loop import STEP_REQUEST_ID_HEADER, StepDescriptor, StepKind, run_response_loop
 from tests.support.chat_script import ChatScript
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "responses_host_store.py"
@@ -58,3 +60,34 @@ async def test_host_store_plain_answer(example: ModuleType, upstream: ChatScript
     response = await example.answer(f"{upstream.url}/chat/completions", "m", "hello", db)
     assert response["status"] == "completed"
     assert response["output"][0]["content"][0]["text"] == "echo: hello (messages=1)"
+
+
+async def test_the_loop_resumes_a_half_done_response_from_its_last_step(
+    example: ModuleType, upstream: ChatScript
+) -> None:
+    # A worker recorded the first model call and the tool call, then died; another picks it up.
+    db = sqlite3.connect(":memory:")
+    executor = example.PythonTools(example.TOOLS)
+    store = example.SqliteStepStore(db, executor.tools())
+    response_id = store.create_response({"model": "m", "input": "what time is it?"})
+    call = {"id": "call_1", "type": "function", "function": {"name": "clock", "arguments": "{}"}}
+    completion = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]
+    }
+    first = await store.record_step(response_id, StepDescriptor(StepKind.MODEL_CALL, {}), None)
+    await store.complete_step(first.id, {"completion": completion, "output": [], "usage": None})
+    tool = await store.record_step(
+        response_id,
+        StepDescriptor(StepKind.TOOL_CALL, {"name": "clock", "call_id": "call_1", "arguments": "{}"}),
+        first.id,
+    )
+    await store.complete_step(tool.id, {"output": '{"city": "UTC", "time": "12:00"}'})
+
+    before = len(upstream.chat_requests())
+    async with aiohttp.ClientSession() as session:
+        model = HttpModelClient(session, f"{upstream.url}/chat/completions")
+        response = await run_response_loop(store, executor, model, response_id)
+    assert response["output"][0]["content"][0]["text"] == 'tool said: {"city": "UTC", "time": "12:00"}'
+    assert len(upstream.chat_requests()) - before == 1  # only the missing model call was made
+    rows = db.execute("SELECT sequence, prev_step_id, kind FROM steps ORDER BY sequence").fetchall()
+    assert rows[-1] == (2, tool.id, "model_call")  # chained onto the tail it found
