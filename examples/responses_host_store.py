@@ -130,7 +130,8 @@ class SqliteStepStore:
         ]
 
     async def next_action(self, response_id: str) -> NextAction:
-        chain = await self.list_chain(response_id)
+        # A pending step is one a crashed worker never finished: its work is simply done again.
+        chain = [s for s in await self.list_chain(response_id) if s.state is not StepState.PENDING]
         request, _ = self._request(response_id)
         messages = convert.to_chat_request(request)["messages"]
         if not chain:
