@@ -8,7 +8,8 @@ so continuing a conversation is one read and no re-conversion.
 Two backends behind one Protocol: `MemoryResponseStore` (one process; bounded, oldest
 evicted first) and `RedisResponseStore` (shared by every worker and replica; one string key
 per response, `<prefix>:responses:<id>`, JSON, with a TTL, so `redis-cli GET` shows it).
-A request with `store: false` is never saved. Redis is read and written with redis-py's
+A request with `store: false` is never saved. The in-process store keeps at most
+10 000 responses and 256 MiB per worker, the oldest going first. Redis is read and written with redis-py's
 asyncio client: this is off the limiter's hot path, one GET before and one SET after a
 response.
 """
@@ -34,6 +35,8 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 DEFAULT_TTL_SECS = 30 * 24 * 3600  # the Responses API keeps responses 30 days by default
 DEFAULT_MAX_ENTRIES = 10_000
+# Conversations can carry images as data: URLs; the in-process store is bounded by size too.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,25 +73,35 @@ def valid_id(response_id: Any) -> bool:
 
 
 class MemoryResponseStore:
-    """In-process store: at most `max_entries`, each kept `ttl_secs`."""
+    """In-process store: at most `max_entries` and `max_bytes`, each kept `ttl_secs`."""
 
     def __init__(
         self,
         ttl_secs: float = DEFAULT_TTL_SECS,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._ttl = ttl_secs
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._clock = clock
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
 
     async def save(self, response_id: str, record: StoredResponse) -> None:
         # Kept encoded: the caller may go on mutating its dicts, the stored copy must not move.
-        self._items[response_id] = (self._clock() + self._ttl, record.encode())
-        self._items.move_to_end(response_id)
-        while len(self._items) > self._max:
-            self._items.popitem(last=False)
+        raw = record.encode()
+        self._drop(response_id)
+        self._items[response_id] = (self._clock() + self._ttl, raw)
+        self._bytes += len(raw)
+        while len(self._items) > self._max or (self._bytes > self._max_bytes and len(self._items) > 1):
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, response_id: str) -> None:
+        entry = self._items.pop(response_id, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])
 
     async def load(self, response_id: str) -> StoredResponse | None:
         entry = self._items.get(response_id)
@@ -96,7 +109,7 @@ class MemoryResponseStore:
             return None
         expires, raw = entry
         if expires <= self._clock():
-            del self._items[response_id]
+            self._drop(response_id)
             return None
         return StoredResponse.decode(raw)
 

@@ -113,3 +113,15 @@ async def test_memory_store_expires_and_evicts_oldest() -> None:
 )
 def test_only_plain_ids_name_a_stored_response(value: Any, ok: bool) -> None:
     assert valid_id(value) is ok
+
+
+async def test_memory_store_is_bounded_by_size() -> None:
+    size = len(RECORD.encode())
+    store = MemoryResponseStore(max_bytes=2 * size + 1)
+    for name in ("a", "b", "c"):
+        await store.save(name, RECORD)
+    assert await store.load("a") is None  # the oldest went to stay under max_bytes
+    assert await store.load("b") == RECORD
+    assert await store.load("c") == RECORD
+    await store.save("c", RECORD)  # saving again replaces, it does not count twice
+    assert await store.load("b") == RECORD
