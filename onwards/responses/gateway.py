@@ -205,8 +205,24 @@ async def _prepare(ctx: AdapterContext, request: dict[str, Any]) -> tuple[Conver
     count = 1 if isinstance(instructions, str) else 0
     if isinstance(instructions, list):
         count = len(input_to_messages(instructions, "instructions"))
+    if enabled:
+        # The response shows the tools the model was given: a hosted tool as its function definition.
+        request = {**request, "tools": [_shown_tool(ctx.plan, t) for t in request["tools"]]}
     steps = ConversationSteps(request, chat, ids.response_id(), enabled, instruction_messages=count)
     return steps, enabled
+
+
+def _shown_tool(plan: ResponsesPlan, tool: dict[str, Any]) -> dict[str, Any]:
+    if tool.get("type") != "hosted_tool":
+        return tool
+    schema = plan.tools[tool["name"]].schema
+    return {
+        "type": "function",
+        "name": schema.name,
+        "description": schema.description,
+        "parameters": schema.parameters,
+        "strict": schema.strict,
+    }
 
 
 async def _history(store: ResponseStore, previous: Any) -> list[dict[str, Any]]:

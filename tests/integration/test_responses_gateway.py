@@ -201,6 +201,7 @@ def test_server_side_http_tool(gateways: Any, client_for: Any, upstream: ChatScr
     )
     assert response.output_text == 'tool said: {"tool":"lookup","args":{"q":"moon"}}'
     assert [item.type for item in response.output] == ["message"]
+    assert [(t.type, t.name) for t in response.tools] == [("function", "lookup")]  # type: ignore[union-attr]
     sent = _chat_calls(upstream, before)
     assert len(sent) == 2
     assert sent[0]["headers"][STEP_REQUEST_ID_HEADER] != sent[1]["headers"][STEP_REQUEST_ID_HEADER]
@@ -333,3 +334,21 @@ def test_a_client_leaving_a_waiting_response_frees_the_step_permit(gateways: Any
     with pytest.raises(httpx.ReadTimeout):  # the upstream answers after 18 s; the client gives up at 1 s
         httpx.post(f"{gw.url}/v1/responses", json=body, headers=headers, timeout=1)
     wait_until(lambda: _single_is_free(client_for(gw)), timeout=10, interval=0.2)
+
+
+def test_the_sdk_stream_helper_accumulates_the_events(gateways: Any, client_for: Any) -> None:
+    # responses.stream() checks item identities and indexes as it accumulates: a strict reader.
+    client = client_for(gateways[0])
+    with client.responses.stream(
+        model="chat-model",
+        input='call lookup {"q": "x"}',
+        tools=[{"type": "hosted_tool", "name": "lookup"}],  # type: ignore[list-item]
+    ) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == 'tool said: {"tool":"lookup","args":{"q":"x"}}'
+    with client.responses.stream(
+        model="chat-model", input='call get_weather {"city": "rome"}', tools=[WEATHER]
+    ) as stream:  # type: ignore[list-item]
+        final = stream.get_final_response()
+    [call] = final.output
+    assert call.type == "function_call" and json.loads(call.arguments) == {"city": "rome"}
