@@ -352,3 +352,17 @@ def test_the_sdk_stream_helper_accumulates_the_events(gateways: Any, client_for:
         final = stream.get_final_response()
     [call] = final.output
     assert call.type == "function_call" and json.loads(call.arguments) == {"city": "rome"}
+
+
+def test_reasoning_becomes_a_reasoning_item(gateways: Any, client_for: Any) -> None:
+    client = client_for(gateways[0])
+    plain = client.responses.create(model="chat-model", input="think first")
+    assert [item.type for item in plain.output] == ["reasoning", "message"]
+    assert plain.output[0].content[0].text == "hmm, let me see"  # type: ignore[union-attr,index]
+    with client.responses.stream(model="chat-model", input="think first") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.reasoning_text.delta" in kinds
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "hmm, let me see"  # type: ignore[union-attr,index]
+    assert final.output_text == "echo: think first (messages=1)"

@@ -8,6 +8,7 @@ For the Responses tests: the gateway's adapter must turn everything into Chat Co
   `call <a> <json> and <b> <json>` -> two parallel calls;
 * last user text containing `loop <name>` -> always a call to <name>, even after tool results;
 * last message a tool result and the user text containing `then fail` -> HTTP 500;
+* user text containing `think` -> `reasoning_content` "hmm, let me see" before the answer;
 * user text containing `slowly` -> a long text streamed one chunk every 0.3 s, or without streaming an
   answer after 18 s (a client can leave mid-way);
 * anything else -> text `echo: <last user text> (messages=<count>)`.
@@ -160,6 +161,8 @@ class ChatScript:
             if "slowly" in _user_text(messages):
                 await asyncio.sleep(18)
             message: dict[str, Any] = {"role": "assistant", "content": text}
+            if "think" in _user_text(messages):
+                message["reasoning_content"] = "hmm, let me see"
             if tool_calls:
                 message["tool_calls"] = tool_calls
             choice = {"index": 0, "message": message, "finish_reason": finish}
@@ -175,6 +178,9 @@ class ChatScript:
             await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
 
         await send({"role": "assistant", "content": ""})
+        if "think" in _user_text(messages):
+            for piece in ("hmm, ", "let me ", "see"):
+                await send({"reasoning_content": piece})
         pause = 0.0
         if "slowly" in _user_text(messages):
             text, pause = "slow " * 60, 0.3
