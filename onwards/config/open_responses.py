@@ -54,7 +54,11 @@ def read_adapter(loader: _Loader, f: _Fields, *, owns_spec: bool) -> tuple[bool,
     if not owns_spec:
         for name in ("max_steps", "tools"):
             if obj.has(name):
-                loader.fail(obj.at(name), "belongs in the target's own 'open_responses', not a provider's")
+                loader.fail(
+                    obj.at(name),
+                    "belongs in the target's own 'open_responses' (pool or single-provider form), "
+                    "not a provider's",
+                )
     obj.finish()
     return adapter, spec
 
