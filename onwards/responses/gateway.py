@@ -61,7 +61,7 @@ class AdapterContext:
     store: ResponseStore
     metrics: ResponsesMetrics
     session: Any  # the worker's aiohttp session, for the HTTP tools
-    rid_header: tuple[bytes, bytes]
+    rid_header: tuple[bytes, bytes]  # the request's x-request-id, also the prefix of its step ids
     served: Served = field(default_factory=Served)
 
 
@@ -208,7 +208,14 @@ async def _prepare(ctx: AdapterContext, request: dict[str, Any]) -> tuple[Conver
     if enabled:
         # The response shows the tools the model was given: a hosted tool as its function definition.
         request = {**request, "tools": [_shown_tool(ctx.plan, t) for t in request["tools"]]}
-    steps = ConversationSteps(request, chat, ids.response_id(), enabled, instruction_messages=count)
+    steps = ConversationSteps(
+        request,
+        chat,
+        ids.response_id(),
+        enabled,
+        instruction_messages=count,
+        request_id=ctx.rid_header[1].decode(),
+    )
     return steps, enabled
 
 

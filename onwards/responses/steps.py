@@ -44,6 +44,7 @@ class ConversationSteps:
         response_id: str,
         server_tools: Collection[str],
         instruction_messages: int = 0,
+        request_id: str = "",
     ) -> None:
         self.request = request
         self.chat_request = chat_request
@@ -54,13 +55,18 @@ class ConversationSteps:
         # stored conversation, as the Responses API does not carry instructions over.
         self._instruction_messages = instruction_messages
         self._chain: list[ChainStep] = []
+        # Step ids extend the client request's id, so the access-log lines of the steps are
+        # found from the response's own line; without one they are random.
+        self._step_prefix = request_id[:100]
 
     # -- the StepStore protocol ---------------------------------------------------------------
 
     async def record_step(
         self, response_id: str, descriptor: StepDescriptor, prev_step_id: str | None
     ) -> RecordedStep:
-        step_id = ids.step_request_id()
+        step_id = (
+            f"{self._step_prefix}.step{len(self._chain)}" if self._step_prefix else ids.step_request_id()
+        )
         self._chain.append(
             ChainStep(step_id, descriptor.kind, StepState.PENDING, len(self._chain), descriptor.payload)
         )

@@ -126,7 +126,10 @@ def test_plain_response(gateways: Any, client_for: Any, upstream: ChatScript) ->
     assert response.usage is not None and response.usage.input_tokens_details.cached_tokens == 2
     [sent] = _chat_calls(upstream, before)
     assert sent["body"]["messages"][0] == {"role": "system", "content": "be brief"}
-    assert sent["headers"][STEP_REQUEST_ID_HEADER].startswith("step_")
+    assert (
+        sent["headers"][STEP_REQUEST_ID_HEADER] == f"{response._request_id}.step0"
+    )  # the response's x-request-id
+    assert sent["headers"]["X-Request-ID"] == f"{response._request_id}.step0"
     assert not [r for r in upstream.requests if r["path"].endswith("/responses")]
 
 
