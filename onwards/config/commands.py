@@ -7,7 +7,10 @@
 A push is validated with the same parser, and gets the same messages, as a gateway
 starting from that file; nothing is stored unless the whole file is valid. Every failure
 is one line on stderr and exit status 1 (2 for a command line that makes no sense);
-never a traceback.
+never a traceback. `check` is meant for CI, so its status tells three cases apart: 0 for a
+valid file, 1 for a valid file with unknown fields (each listed: a misspelt `rate_limt`
+would silently mean "no limit"), 2 for an invalid file. `push` stores a file with unknown
+fields but lists them on stderr first.
 """
 
 from __future__ import annotations
@@ -21,10 +24,19 @@ from pathlib import Path
 
 from onwards.config.errors import ConfigError
 from onwards.config.model import Snapshot
-from onwards.config.parse import content_version, load_config_file, parse_config_bytes
+from onwards.config.parse import (
+    UNKNOWN_FIELDS,
+    content_version,
+    list_paths,
+    load_config_file,
+    parse_config_bytes,
+)
 from onwards.config.sources.redis import check_prefix, push_config, read_stored
 from onwards.limits.keys import DEFAULT_PREFIX, config_key
 from onwards.limits.redis.url import SCHEMES_TEXT, RedisURLError, parse_redis_url, redact_url
+
+# `check`'s exit statuses.
+CHECK_CLEAN, CHECK_UNKNOWN_FIELDS, CHECK_INVALID = 0, 1, 2
 
 ENV_REDIS_URL = "ONWARDS_REDIS_URL"
 ENV_REDIS_PREFIX = "ONWARDS_REDIS_PREFIX"
@@ -107,9 +119,9 @@ def _read_valid(path: str) -> tuple[bytes, Snapshot]:
     """The file's bytes and the Snapshot they make; ConfigError if they are not valid."""
     if path == STDIN:
         raw = sys.stdin.buffer.read()
-        return raw, parse_config_bytes(raw, "<stdin>")
+        return raw, parse_config_bytes(raw, "<stdin>", warn_unknown=False)
     # load_config_file gives the exact messages a starting gateway gives for this file.
-    snapshot = load_config_file(path)
+    snapshot = load_config_file(path, warn_unknown=False)
     try:
         raw = Path(path).read_bytes()
     except OSError as error:
@@ -126,15 +138,31 @@ def _summary(snapshot: Snapshot) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
-    _, snapshot = _read_valid(args.file)
+    try:
+        _, snapshot = _read_valid(args.file)
+    except ConfigError as error:
+        _error(str(error))
+        return CHECK_INVALID
+    unknown = snapshot.unknown_fields
+    if unknown:
+        for path in unknown:
+            print(f"{args.file}: unknown field: {path}")
+        count = f"{len(unknown)} unknown field{'s' if len(unknown) != 1 else ''}"
+        print(f"{args.file}: valid but {count}, ignored ({_summary(snapshot)}, version {snapshot.version})")
+        return CHECK_UNKNOWN_FIELDS
     print(f"{args.file}: valid ({_summary(snapshot)}, version {snapshot.version})")
-    return 0
+    return CHECK_CLEAN
 
 
 def _push(args: argparse.Namespace) -> int:
     redis_url = _redis_url(args)
     raw, snapshot = _read_valid(args.file)
     source = "<stdin>" if args.file == STDIN else args.file
+    if snapshot.unknown_fields:
+        print(
+            f"onwards config: warning: {source}: {UNKNOWN_FIELDS}: {list_paths(snapshot.unknown_fields)}",
+            file=sys.stderr,
+        )
     result = asyncio.run(push_config(redis_url, args.prefix, raw, source))
     workers = f"{result.receivers} subscribed worker{'s' if result.receivers != 1 else ''}"
     print(
@@ -153,7 +181,10 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     key = config_key(args.prefix)
     try:
-        status = f"valid ({_summary(parse_config_bytes(stored.body, key, stored.version))})"
+        stored_snapshot = parse_config_bytes(stored.body, key, stored.version, warn_unknown=False)
+        status = f"valid ({_summary(stored_snapshot)})"
+        if stored_snapshot.unknown_fields:
+            status += f"; {UNKNOWN_FIELDS}: {list_paths(stored_snapshot.unknown_fields)}"
     except ConfigError as error:
         # Stored by an older or newer gateway, or written around `push`: say so, still show it.
         status = f"INVALID: {error}"

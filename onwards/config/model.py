@@ -126,6 +126,8 @@ class Snapshot:
     max_body_bytes: int = 32 * 1024 * 1024
     version: str = ""  # content hash for files, stored version for Redis
     origin: str = ""  # the file path or redis key it came from
+    # Fields no part of the config knows, as paths (with a spelling hint when one is close).
+    unknown_fields: tuple[str, ...] = ()
     # The bytes it was parsed from (when it came from bytes), kept so a worker can hand the last
     # good config on to workers that start while the source is broken.
     raw: bytes = b""

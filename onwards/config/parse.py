@@ -6,17 +6,19 @@ problem found stops the load with a ConfigError whose message names the file and
 path (`config.json: targets.gpt-4.rate_limit.requests_per_second: must be a positive number`).
 Values are never quoted back in messages, because many of them are credentials.
 
-Fields the Rust gateway knows but this one does not act on, and fields nobody knows, are
-accepted (a config written for the Rust gateway must load unchanged) and listed in one
-debug log line per load on the "onwards.config" logger. The exceptions are settings whose
-silent absence would change who gets served or how: `strict_mode: true` and non-empty
-`routing_rules` are refused with an explanation instead.
+Fields nobody knows are accepted (a config written for the Rust gateway must load
+unchanged) but listed in one WARNING per load on the "onwards.config" logger, with a
+spelling hint where one is close, because a typo such as `rate_limt` would otherwise
+silently mean "no limit"; `onwards config check` lists them and exits 1. Fields the Rust
+gateway knows but this one does not act on are listed at debug level. A key given twice in
+one JSON object, and a weighted pool whose weights are all 0, are refused.
 
 The reference for every field is docs/configuration.md.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import math
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from onwards.config import open_responses
+from onwards.config.duplicates import first_duplicate_key
 from onwards.config.env import EnvReferenceError, expand_env
 from onwards.config.errors import ConfigError
 from onwards.config.model import (
@@ -62,8 +65,16 @@ _FRAMING_HEADERS = frozenset(
 )
 # Names that print unquoted in field paths; anything else is shown as ["..."] so the path stays readable.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_\-.:/@+]+")
-# How many unused-field paths one debug line lists before summarising.
+# How many field paths one log line lists before summarising.
 _MAX_LISTED = 50
+UNKNOWN_FIELDS = "unknown fields, ignored (check their spelling)"
+
+
+def list_paths(paths: list[str] | tuple[str, ...]) -> str:
+    """Field paths for one log line: the first _MAX_LISTED, then a count."""
+    listed = ", ".join(paths[:_MAX_LISTED])
+    more = f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
+    return listed + more
 
 
 def content_version(raw: bytes) -> str:
@@ -71,7 +82,7 @@ def content_version(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()[:12]
 
 
-def load_config_file(path: str | os.PathLike[str]) -> Snapshot:
+def load_config_file(path: str | os.PathLike[str], *, warn_unknown: bool = True) -> Snapshot:
     """Read, decode and validate a config file; its name is the origin in messages."""
     name = os.fspath(path)
     try:
@@ -84,10 +95,12 @@ def load_config_file(path: str | os.PathLike[str]) -> Snapshot:
         raise ConfigError(f"Config file '{name}' cannot be read: permission denied") from None
     except OSError as exc:
         raise ConfigError(f"Config file '{name}' cannot be read: {exc.strerror or exc}") from None
-    return parse_config_bytes(raw, name)
+    return parse_config_bytes(raw, name, warn_unknown=warn_unknown)
 
 
-def parse_config_bytes(raw: bytes, origin: str, version: str | None = None) -> Snapshot:
+def parse_config_bytes(
+    raw: bytes, origin: str, version: str | None = None, *, warn_unknown: bool = True
+) -> Snapshot:
     """Decode JSON bytes and validate them; the version defaults to content_version(raw)."""
     # Some editors save JSON with a UTF-8 byte order mark; it carries no meaning, so skip it.
     body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
@@ -97,23 +110,39 @@ def parse_config_bytes(raw: bytes, origin: str, version: str | None = None) -> S
         raise ConfigError(
             f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", origin=origin
         ) from None
-    snapshot = parse_config(data, origin, content_version(raw) if version is None else version)
+    repeated = first_duplicate_key(body)
+    if repeated is not None:
+        path = ""
+        for part in repeated:
+            path = _item(path, part) if isinstance(part, int) else _child(path, part)
+        raise ConfigError(
+            "given more than once in one JSON object (JSON would silently keep the last); remove one",
+            origin=origin,
+            path=path,
+        )
+    snapshot = parse_config(
+        data, origin, content_version(raw) if version is None else version, warn_unknown=warn_unknown
+    )
     return replace(snapshot, raw=raw)
 
 
-def parse_config(data: object, origin: str, version: str | None = None) -> Snapshot:
+def parse_config(
+    data: object, origin: str, version: str | None = None, *, warn_unknown: bool = True
+) -> Snapshot:
     """Validate already-decoded JSON and build the Snapshot.
 
     `${VAR}` references are filled from os.environ as they are read. Without a version,
     the version is a fingerprint of the data itself (sorted keys, so order does not matter).
+    Unknown fields are logged as one WARNING unless `warn_unknown` is False (a caller that
+    reports `Snapshot.unknown_fields` itself); they are in the Snapshot either way.
     """
     loader = _Loader(origin, os.environ)
     snapshot = loader.load(data)
     if version is None:
         canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
         version = content_version(canonical)
-    loader.log_unused()
-    return replace(snapshot, version=version, origin=origin)
+    loader.log_unused(warn_unknown)
+    return replace(snapshot, version=version, origin=origin, unknown_fields=tuple(loader.unknown))
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,15 +216,13 @@ class _Loader:
     def fail(self, path: str, detail: str) -> NoReturn:
         raise ConfigError(detail, origin=self.origin, path=path or None)
 
-    def log_unused(self) -> None:
-        for paths, what in (
-            (self.unknown, "unknown fields, ignored"),
-            (self.ignored, "fields this gateway accepts but does not use"),
+    def log_unused(self, warn_unknown: bool) -> None:
+        for paths, what, level in (
+            (self.unknown if warn_unknown else [], UNKNOWN_FIELDS, logging.WARNING),
+            (self.ignored, "fields this gateway accepts but does not use", logging.DEBUG),
         ):
-            if paths and log.isEnabledFor(logging.DEBUG):
-                listed = ", ".join(paths[:_MAX_LISTED])
-                more = f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
-                log.debug("%s: %s: %s%s", self.origin, what, listed, more)
+            if paths and log.isEnabledFor(level):
+                log.log(level, "%s: %s: %s", self.origin, what, list_paths(paths))
 
     # -- typed values ------------------------------------------------------------------------
 
@@ -441,7 +468,11 @@ class _Fields:
     def finish(self) -> None:
         for name in self.data:
             if name not in self.used:
-                self.loader.unknown.append(_child(self.path, name))
+                # Every field this object knows has been asked for by now, so `used` is the
+                # vocabulary a misspelling is compared with.
+                close = difflib.get_close_matches(str(name), self.used, n=1, cutoff=0.75)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.loader.unknown.append(_child(self.path, name) + hint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,6 +619,7 @@ class _TargetReader:
             pf.finish()
             providers.append(provider)
         f.finish()
+        self.check_weights(providers, strategy, providers_path)
         return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize, responses)
 
     def single(self, f: _Fields) -> Target:
@@ -597,6 +629,7 @@ class _TargetReader:
         checks = self.loader.checks(f, "target", f"target:{self.alias}")
         provider = self.provider(f, 0, sanitize_floor=False, own_limits=False)
         f.finish()
+        self.check_weights([provider], "weighted_random", f.at("weight"))
         return self.target(
             [provider],
             "weighted_random",
@@ -621,7 +654,18 @@ class _TargetReader:
                 f.ignore("keys", list)  # only the first element's keys count, as in the Rust gateway
             providers.append(self.provider(f, index, sanitize_floor=False, own_limits=True))
             f.finish()
+        self.check_weights(providers, "weighted_random", self.path)
         return self.target(providers, "weighted_random", FallbackSpec(), own_keys, (), (), False)
+
+    def check_weights(self, providers: list[Provider], strategy: Strategy, path: str) -> None:
+        # Weighted selection over weights that are all 0 can pick nothing: every request
+        # would fail, and the Rust gateway panics on it. Priority ignores weights.
+        if strategy == "weighted_random" and providers and not any(p.weight for p in providers):
+            self.loader.fail(
+                path,
+                "every provider has weight 0, so weighted_random can never pick one; "
+                "give one a weight above 0 (or use strategy 'priority')",
+            )
 
     def target(
         self,

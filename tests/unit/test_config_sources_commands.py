@@ -217,7 +217,7 @@ def test_check(tmp_path, capsys) -> None:
         capsys.readouterr().out
     )
     bad = write(tmp_path, BAD_FIELD, "bad.json")
-    assert run_config_command(["check", "-f", str(bad)]) == 1
+    assert run_config_command(["check", "-f", str(bad)]) == 2
     assert "requests_per_second" in one_error_line(capsys.readouterr().err)
 
 
