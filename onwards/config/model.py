@@ -39,12 +39,25 @@ Check = RateCheck | ConcurrencyCheck
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """The pause before retry N (1-based): full jitter draws from [0, base(N)] where
+    base(N) = min(initial_ms * factor^(N-1), max_ms); "none" pauses exactly base(N)."""
+
+    initial_ms: int
+    max_ms: int = 5000
+    factor: float = 2.0
+    jitter: Literal["full", "none"] = "full"
+
+
+@dataclass(frozen=True, slots=True)
 class FallbackSpec:
     enabled: bool = False
     on_status: tuple[int, ...] = ()
     on_rate_limit: bool = False
     max_attempts: int | None = None
     with_replacement: bool = False
+    backoff: Backoff | None = None  # None: retries do not pause
+    max_total_backoff_ms: int | None = None  # stop retrying once the pauses would exceed this
 
     def matches(self, status: int) -> bool:
         """`5` matches 5xx, `50` matches 500-509, three digits match exactly."""
@@ -78,6 +91,19 @@ class Provider:
     checks: tuple[Check, ...]  # provider-scope limits, admitted when this provider is tried
     label: str  # bounded metrics label, "<alias>/<index>"; never contains secrets
     open_responses_adapter: bool = False  # /v1/responses via Chat Completions (the first provider decides)
+    # Strict mode passes this provider's errors on as sent (its own `trusted`, else the pool's).
+    trusted: bool = False
+    # traceparent/tracestate go to this provider (`propagate_trace_context`, else `trusted`).
+    propagate_trace_context: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRule:
+    """Applies to a request whose key carries every `match` label; first match wins."""
+
+    match: frozenset[tuple[str, str]]
+    action: Literal["deny", "redirect"]
+    target: str | None = None  # the alias a redirect serves instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +119,8 @@ class Target:
     # Provider weights, precomputed for weighted_random selection.
     weights: tuple[int, ...] = ()
     open_responses: OpenResponsesSpec = field(default_factory=OpenResponsesSpec)
+    trusted: bool = False  # the pool's default for its providers
+    routing_rules: tuple[RoutingRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +129,7 @@ class KeyDefinition:
     key: str
     checks: tuple[Check, ...]  # key-scope limits, held across every target the key uses
     labels: tuple[tuple[str, str], ...] = ()
+    label_set: frozenset[tuple[str, str]] = frozenset()  # the labels, for routing-rule matching
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +153,7 @@ class Snapshot:
     http_pool: HttpPool = field(default_factory=HttpPool)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     max_body_bytes: int = 32 * 1024 * 1024
+    strict_mode: bool = False  # read at start only: a reload cannot switch routers
     version: str = ""  # content hash for files, stored version for Redis
     origin: str = ""  # the file path or redis key it came from
     # Fields no part of the config knows, as paths (with a spelling hint when one is close).

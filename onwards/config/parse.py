@@ -37,6 +37,7 @@ from onwards.config.duplicates import first_duplicate_key
 from onwards.config.env import EnvReferenceError, expand_env
 from onwards.config.errors import ConfigError
 from onwards.config.model import (
+    Backoff,
     Check,
     ConcurrencyCheck,
     FallbackSpec,
@@ -45,12 +46,14 @@ from onwards.config.model import (
     LimitsSettings,
     Provider,
     RateCheck,
+    RoutingRule,
     Scope,
     Snapshot,
     Strategy,
     Target,
 )
 from onwards.config.open_responses import OpenResponsesSpec
+from onwards.config.rules import check_redirects, read_rules
 
 log = logging.getLogger("onwards.config")
 
@@ -273,7 +276,8 @@ class _Loader:
             self.fail("", f"the config must be a JSON object, got {_type_name(data)}")
         top = _Fields(self, data, "")
 
-        if top.optional_bool("strict_mode", False):
+        strict_mode = top.optional_bool("strict_mode", False)
+        if strict_mode:
             self.fail(
                 "strict_mode",
                 "strict mode is not supported by this gateway yet; remove 'strict_mode' or set it to false",
@@ -295,6 +299,7 @@ class _Loader:
             if not isinstance(alias, str) or not alias:
                 self.fail(targets_path, "an alias must be a non-empty string")
             targets[alias] = _TargetReader(self, keys, alias, _child(targets_path, alias)).read(spec)
+        check_redirects(self, targets, targets_path)
 
         http_pool = HttpPool()
         pool = top.optional_object("http_pool")
@@ -324,6 +329,7 @@ class _Loader:
             http_pool=http_pool,
             limits=limits,
             max_body_bytes=max_body_bytes,
+            strict_mode=strict_mode,
         )
 
     def limits(self, f: _Fields) -> LimitsSettings:
@@ -516,7 +522,9 @@ class _KeyBook:
                         for label, value in raw_labels.items()
                     )
                 f.finish()
-                definition = KeyDefinition(name=name, key=token, checks=checks, labels=labels)
+                definition = KeyDefinition(
+                    name=name, key=token, checks=checks, labels=labels, label_set=frozenset(labels)
+                )
                 self.by_name[name] = definition
                 self.by_token[token] = definition
             defs.finish()
@@ -598,16 +606,14 @@ class _TargetReader:
         checks = loader.checks(f, "target", f"target:{self.alias}")
         headers = loader.headers(f, "response_headers")
         sanitize = f.optional_bool("sanitize_response", False)
-        rules = f.raw("routing_rules")
-        if rules is not None and loader.array(rules, f.at("routing_rules")):
-            # Rules can deny access; ignoring them would quietly let those requests through.
+        trusted = f.optional_bool("trusted", False)
+        rules = read_rules(loader, f)
+        if rules:
+            # Not enforced on the request path yet; ignoring a deny rule would let requests through.
             loader.fail(
                 f.at("routing_rules"),
                 "routing rules are not supported by this gateway yet; remove them or use separate aliases",
             )
-        if rules is not None:
-            loader.ignored.append(f.at("routing_rules"))
-        f.ignore("trusted", bool)
         responses = open_responses.read_target(loader, f)
         f.ignore("url")  # a pool's providers win over a top-level url, as in the Rust gateway
 
@@ -615,19 +621,32 @@ class _TargetReader:
         providers: list[Provider] = []
         for index, item in enumerate(loader.array(f.required("providers"), providers_path)):
             pf = loader.fields(item, _item(providers_path, index))
-            provider = self.provider(pf, index, sanitize_floor=sanitize, own_limits=True)
+            provider = self.provider(
+                pf, index, sanitize_floor=sanitize, own_limits=True, pool_trusted=trusted
+            )
             pf.finish()
             providers.append(provider)
         f.finish()
         self.check_weights(providers, strategy, providers_path)
-        return self.target(providers, strategy, fallback, own_keys, checks, headers, sanitize, responses)
+        return self.target(
+            providers,
+            strategy,
+            fallback,
+            own_keys,
+            checks,
+            headers,
+            sanitize,
+            responses,
+            trusted=trusted,
+            rules=rules,
+        )
 
     def single(self, f: _Fields) -> Target:
         own_keys = self.keys.key_list(f, "keys")
         # One provider's own limits and its target's limits are the same thing; they are
         # admitted once, with the target, before the provider is tried.
         checks = self.loader.checks(f, "target", f"target:{self.alias}")
-        provider = self.provider(f, 0, sanitize_floor=False, own_limits=False)
+        provider = self.provider(f, 0, sanitize_floor=False, own_limits=False, pool_trusted=False)
         f.finish()
         self.check_weights([provider], "weighted_random", f.at("weight"))
         return self.target(
@@ -639,6 +658,7 @@ class _TargetReader:
             (),
             provider.sanitize_response,
             self.single_responses or OpenResponsesSpec(),
+            trusted=provider.trusted,
         )
 
     def legacy(self, items: list[object]) -> Target:
@@ -652,10 +672,16 @@ class _TargetReader:
                 own_keys = self.keys.key_list(f, "keys")
             else:
                 f.ignore("keys", list)  # only the first element's keys count, as in the Rust gateway
-            providers.append(self.provider(f, index, sanitize_floor=False, own_limits=True))
+            # Each element's own `trusted` applies to it (the Rust gateway refuses mixed values).
+            providers.append(
+                self.provider(f, index, sanitize_floor=False, own_limits=True, pool_trusted=False)
+            )
             f.finish()
         self.check_weights(providers, "weighted_random", self.path)
-        return self.target(providers, "weighted_random", FallbackSpec(), own_keys, (), (), False)
+        pool_trusted = providers[0].trusted if providers else False
+        return self.target(
+            providers, "weighted_random", FallbackSpec(), own_keys, (), (), False, trusted=pool_trusted
+        )
 
     def check_weights(self, providers: list[Provider], strategy: Strategy, path: str) -> None:
         # Weighted selection over weights that are all 0 can pick nothing: every request
@@ -677,6 +703,9 @@ class _TargetReader:
         headers: tuple[tuple[str, str], ...],
         sanitize: bool,
         responses: OpenResponsesSpec | None = None,
+        *,
+        trusted: bool = False,
+        rules: tuple[RoutingRule, ...] = (),
     ) -> Target:
         return Target(
             alias=self.alias,
@@ -689,6 +718,8 @@ class _TargetReader:
             sanitize_response=sanitize,
             weights=tuple(p.weight for p in providers),
             open_responses=responses or OpenResponsesSpec(),
+            trusted=trusted,
+            routing_rules=rules,
         )
 
     def fallback(self, pool: _Fields) -> FallbackSpec:
@@ -708,6 +739,7 @@ class _TargetReader:
                     )
                 statuses.append(value)  # type: ignore[arg-type]
         max_attempts = f.raw("max_attempts")
+        budget = f.raw("max_total_backoff_ms")
         spec = FallbackSpec(
             enabled=f.optional_bool("enabled", False),
             on_status=tuple(statuses),
@@ -716,13 +748,39 @@ class _TargetReader:
             if max_attempts is None
             else loader.integer(max_attempts, f.at("max_attempts"), minimum=1),
             with_replacement=f.optional_bool("with_replacement", False),
+            backoff=self.backoff(f),
+            max_total_backoff_ms=None
+            if budget is None
+            else loader.integer(budget, f.at("max_total_backoff_ms"), minimum=0),
         )
-        f.ignore("backoff", dict)
-        f.ignore("max_total_backoff_ms", int)
+        for name in ("backoff", "max_total_backoff_ms"):
+            if f.has(name):
+                loader.ignored.append(f.at(name))  # until the retry loop pauses
         f.finish()
         return spec
 
-    def provider(self, f: _Fields, index: int, *, sanitize_floor: bool, own_limits: bool) -> Provider:
+    def backoff(self, fallback: _Fields) -> Backoff | None:
+        f = fallback.optional_object("backoff")
+        if f is None:
+            return None
+        loader = self.loader
+        initial = loader.integer(f.required("initial_ms"), f.at("initial_ms"), minimum=0)
+        max_ms = f.optional_int("max_ms", 5000, minimum=0)
+        factor_value = f.raw("factor")
+        factor = 2.0
+        if factor_value is not None:
+            if not _is_number(factor_value):
+                loader.fail(f.at("factor"), f"must be a number, got {_type_name(factor_value)}")
+            factor = float(factor_value)  # type: ignore[arg-type]
+        jitter = f.optional_string("jitter", "full")
+        if jitter not in ("full", "none"):
+            loader.fail(f.at("jitter"), "must be 'full' or 'none'")
+        f.finish()
+        return Backoff(initial_ms=initial, max_ms=max_ms, factor=factor, jitter=jitter)  # type: ignore[arg-type]
+
+    def provider(
+        self, f: _Fields, index: int, *, sanitize_floor: bool, own_limits: bool, pool_trusted: bool
+    ) -> Provider:
         loader = self.loader
         url, base_path = self.url(f)
         key_value = f.raw("onwards_key")
@@ -768,11 +826,12 @@ class _TargetReader:
             checks = loader.checks(f, "provider", self.provider_limiter_id(url, model, key))
         headers = loader.headers(f, "response_headers")
         sanitize = f.optional_bool("sanitize_response", False) or sanitize_floor
-        for name, kind in (
-            ("trusted", bool),
-            ("propagate_trace_context", bool),
-            ("reasoning_translation", dict),
-        ):
+        # A provider's own `trusted` wins over its pool's; trace context follows trust unless set.
+        trusted = f.optional_bool("trusted", pool_trusted)
+        propagate = f.optional_bool("propagate_trace_context", trusted)
+        if f.has("propagate_trace_context"):
+            self.loader.ignored.append(f.at("propagate_trace_context"))  # until trace context is wired
+        for name, kind in (("reasoning_translation", dict),):
             f.ignore(name, kind)
         # The single-provider form is its own target: its open_responses also holds the target's.
         adapter, spec = open_responses.read_adapter(loader, f, owns_spec=not own_limits)
@@ -792,6 +851,8 @@ class _TargetReader:
             checks=checks,
             label=f"{self.alias}/{index}",
             open_responses_adapter=adapter,
+            trusted=trusted,
+            propagate_trace_context=propagate,
         )
 
     def url(self, f: _Fields) -> tuple[str, str]:
