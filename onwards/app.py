@@ -1,8 +1,10 @@
 """The ASGI application one Granian worker runs, and the worker lifespan that wires its parts.
 
-Starlette serves the small routes (/health, /ready, /v1/models) and owns the lifespan; the
-proxy path (/v1/* otherwise) is dispatched before Starlette's router, straight to the raw
-ASGI ProxyHandler, because it is the hot path.
+Starlette serves the gateway's own routes (/health, /ready, /models, /v1/models and
+/v1/models/{id}; other methods there get 405) and owns the lifespan. Every other path, with or
+without /v1, is proxied: it is dispatched before Starlette's router, straight to the raw ASGI
+ProxyHandler, because it is the hot path. In strict mode only the typed routes are proxied
+(strict/routes.py); any other path is 404 and nothing is forwarded.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,6 +40,7 @@ from onwards.proxy.client import build_session
 from onwards.proxy.handler import ProxyHandler
 from onwards.responses.store import RedisResponseStore
 from onwards.settings import Settings
+from onwards.strict.routes import STRICT_ROUTES
 
 log = logging.getLogger("onwards.app")
 
@@ -176,35 +180,73 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             }
         )
 
+    def caller_token(request: Request) -> str | None:
+        return bearer_token(request.headers.get("authorization", "").encode("latin-1") or None)
+
     async def models(request: Request) -> Response:
         assert gateway.active is not None
-        snapshot = gateway.active.snapshot
-        token = bearer_token(request.headers.get("authorization", "").encode("latin-1") or None)
         now = int(time.time())
         data = [
-            {"id": alias, "object": "model", "created": now, "owned_by": "onwards"}
-            for alias in visible_models(snapshot, token)
+            model_entry(alias, now)
+            for alias in visible_models(gateway.active.snapshot, caller_token(request))
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    async def one_model(request: Request) -> Response:
+        # As the list: an alias the caller's key may not use does not exist for that caller.
+        assert gateway.active is not None
+        alias: str = request.path_params["model"]
+        if alias not in visible_models(gateway.active.snapshot, caller_token(request)):
+            return Response(errors.model_not_found(alias), status_code=404, media_type="application/json")
+        return JSONResponse(model_entry(alias, int(time.time())))
 
     async def not_found(_: Request) -> Response:
         return Response(errors.NOT_FOUND, status_code=404, media_type="application/json")
 
     starlette = Starlette(
         routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/ready", ready, methods=["GET"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/models", models, methods=["GET"]),
-            Route(
-                "/{path:path}",
-                not_found,
-                methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-            ),
+            get_only("/health", health),
+            get_only("/ready", ready),
+            get_only("/v1/models", models),
+            get_only("/models", models),
+            get_only("/v1/models/{model:path}", one_model),
+            Route("/{path:path}", not_found, methods=list(_ALL_METHODS)),
         ],
         lifespan=lifespan,
     )
     return OnwardsApp(starlette, ProxyHandler(gateway), gateway)
+
+
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def model_entry(alias: str, now: int) -> dict[str, Any]:
+    # "None" is what the Rust gateway sends (its owner field printed unset); clients compare it.
+    return {"id": alias, "object": "model", "created": now, "owned_by": "None"}
+
+
+def get_only(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
+    """A GET route that answers any other method with 405 and a JSON error body."""
+
+    async def guarded(request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
+            return await endpoint(request)
+        return Response(
+            errors.METHOD_NOT_ALLOWED,
+            status_code=405,
+            media_type="application/json",
+            headers={"allow": "GET"},
+        )
+
+    return Route(path, guarded, methods=list(_ALL_METHODS))
+
+
+def is_own_path(path: str) -> bool:
+    """Paths the gateway answers itself, whatever the method; every other path is proxied."""
+    return path in _OWN_PATHS or path.startswith("/v1/models/")
+
+
+_OWN_PATHS = frozenset({"/", "/health", "/ready", "/models", "/v1/models"})
 
 
 class OnwardsApp:
@@ -216,7 +258,37 @@ class OnwardsApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
+            if self.gateway.strict_mode:
+                # The typed router: only its routes reach the proxy; nothing else is forwarded.
+                route = STRICT_ROUTES.get(path)
+                if route is not None:
+                    if scope["method"] != "POST":
+                        await send_json(send, 405, errors.METHOD_NOT_ALLOWED, ((b"allow", b"POST"),))
+                        return
+                    scope["onwards.strict"] = route
+                    await self.proxy(scope, receive, send)
+                    return
+                if not is_own_path(path):
+                    await send_json(send, 404, errors.NOT_FOUND)
+                    return
+            elif not is_own_path(path):
                 await self.proxy(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

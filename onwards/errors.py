@@ -63,6 +63,9 @@ LIMITER_UNAVAILABLE = error_body(
     "limiter_unavailable",
 )
 NOT_FOUND = error_body("Not found.", "invalid_request_error", "not_found")
+METHOD_NOT_ALLOWED = error_body(
+    "Method not allowed on this path.", "invalid_request_error", "method_not_allowed"
+)
 
 
 def model_not_found(name: str) -> bytes:

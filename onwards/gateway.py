@@ -39,6 +39,8 @@ class Gateway:
         # For previous_response_id; the lifespan puts it in Redis when the gateway has Redis.
         self.responses_store: ResponseStore = MemoryResponseStore(settings.responses_ttl_secs)
         self._background: set[asyncio.Task[Any]] = set()
+        # Which router this worker runs, fixed by the config it started with (as in Rust).
+        self.strict_mode = False
 
     @property
     def ready(self) -> bool:
@@ -65,6 +67,16 @@ class Gateway:
             self.limiter.configure(snapshot.limits)
             if self.http_pool(previous.snapshot) != self.http_pool(snapshot):
                 log.warning("http_pool changed in %s: pool settings apply after a restart", snapshot.origin)
+            if snapshot.strict_mode != self.strict_mode:
+                log.warning(
+                    "strict_mode changed to %s in %s: the router changes after a restart; "
+                    "this worker keeps serving with strict_mode %s",
+                    str(snapshot.strict_mode).lower(),
+                    snapshot.origin,
+                    str(self.strict_mode).lower(),
+                )
+        else:
+            self.strict_mode = snapshot.strict_mode
         self.active = compiled
         if self.settings.last_good_path:
             write_last_good(self.settings.last_good_path, snapshot)
