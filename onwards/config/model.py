@@ -76,6 +76,36 @@ class FallbackSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningWrite:
+    """Where one provider wants a reasoning effort written, and the value for each effort."""
+
+    target_path: str  # JSON pointer, e.g. "/chat_template_kwargs/thinking"
+    segments: tuple[str, ...]
+    values: tuple[tuple[str, bytes], ...]  # effort -> the value as JSON bytes (kept hashable)
+
+    def value_for(self, effort: str) -> bytes | None:
+        for name, value in self.values:
+            if name == effort:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SurfaceTranslation:
+    """One API surface's `reasoning_translation`: every effort is mapped or unsupported."""
+
+    supported: tuple[str, ...]  # in the canonical effort order
+    writes: tuple[ReasoningWrite, ...]
+    budget_write: ReasoningWrite | None = None  # the `/thinking_token_budget` write, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningTranslation:
+    chat_completions: SurfaceTranslation | None = None
+    responses: SurfaceTranslation | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     alias: str
     index: int
@@ -95,6 +125,7 @@ class Provider:
     trusted: bool = False
     # traceparent/tracestate go to this provider (`propagate_trace_context`, else `trusted`).
     propagate_trace_context: bool = False
+    reasoning_translation: ReasoningTranslation | None = None
 
 
 @dataclass(frozen=True, slots=True)

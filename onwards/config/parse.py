@@ -53,6 +53,7 @@ from onwards.config.model import (
     Target,
 )
 from onwards.config.open_responses import OpenResponsesSpec
+from onwards.config.reasoning import read_translation
 from onwards.config.rules import check_redirects, read_rules
 
 log = logging.getLogger("onwards.config")
@@ -831,8 +832,9 @@ class _TargetReader:
         propagate = f.optional_bool("propagate_trace_context", trusted)
         if f.has("propagate_trace_context"):
             self.loader.ignored.append(f.at("propagate_trace_context"))  # until trace context is wired
-        for name, kind in (("reasoning_translation", dict),):
-            f.ignore(name, kind)
+        translation = read_translation(self.loader, f)
+        if translation is not None:
+            self.loader.ignored.append(f.at("reasoning_translation"))  # until the request path applies it
         # The single-provider form is its own target: its open_responses also holds the target's.
         adapter, spec = open_responses.read_adapter(loader, f, owns_spec=not own_limits)
         if spec is not None:
@@ -853,6 +855,7 @@ class _TargetReader:
             open_responses_adapter=adapter,
             trusted=trusted,
             propagate_trace_context=propagate,
+            reasoning_translation=translation,
         )
 
     def url(self, f: _Fields) -> tuple[str, str]:
