@@ -278,11 +278,6 @@ class _Loader:
         top = _Fields(self, data, "")
 
         strict_mode = top.optional_bool("strict_mode", False)
-        if strict_mode:
-            self.fail(
-                "strict_mode",
-                "strict mode is not supported by this gateway yet; remove 'strict_mode' or set it to false",
-            )
 
         keys = _KeyBook(self)
         auth = top.optional_object("auth")

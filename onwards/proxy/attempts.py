@@ -17,6 +17,8 @@ from onwards.proxy.admission import admit
 from onwards.proxy.balance import attempt_order
 from onwards.proxy.exchange import ClientGone, Exchange
 from onwards.proxy.respond import respond, send_error
+from onwards.proxy.strict_respond import serve_strict
+from onwards.strict.inspect import Retry
 
 
 async def run(ex: Exchange) -> int:
@@ -89,6 +91,13 @@ async def _attempts(ex: Exchange) -> int:
             ex.permits.release_provider(pplan.concurrency_ids)
             continue
         try:
+            if ex.request.strict is not None:
+                try:
+                    return await serve_strict(ex, pplan, response)
+                except Retry as retry:
+                    last_error = retry.error
+                    ex.permits.release_provider(pplan.concurrency_ids)
+                    continue
             return await respond(ex, pplan, response)
         finally:
             response.release()

@@ -18,6 +18,8 @@ from onwards.proxy.exchange import ClientGone, Outcome
 from onwards.proxy.headers import forwardable
 from onwards.proxy.plan import ActiveConfig, TargetPlan
 from onwards.proxy.routing import requested_model
+from onwards.strict.routes import StrictRoute
+from onwards.strict.validate import validate_request
 
 
 class Intake:
@@ -35,7 +37,9 @@ class Intake:
         "override",
         "request_id",
         "rid_header",
+        "strict",
         "tplan",
+        "upstream_path",
     )
 
     body: bytes
@@ -69,12 +73,18 @@ class Intake:
         self.forward_headers = forward_headers
         self.request_id = request_id(request_id_in)
         self.rid_header = (b"x-request-id", self.request_id.encode())
+        # Strict mode's typed route (set by the app's dispatch), and the path it forwards to.
+        self.strict: StrictRoute | None = scope.get("onwards.strict")
+        self.upstream_path: str | None = None
 
     async def read(self, receive: Receive, active: ActiveConfig, metrics: Metrics, outcome: Outcome) -> None:
         """Read the body and resolve model, target and key, or raise the client's error."""
         snapshot = active.snapshot
         self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
-        model, self.decoded = requested_model(self.override, self.body)
+        if self.strict is None:
+            model, self.decoded = requested_model(self.override, self.body)
+        else:
+            model = self._read_strict(self.strict)
         tplan = active.targets.get(model)
         if tplan is None:
             raise GatewayError(404, errors.model_not_found(model), log=f"unknown model {model!r}")
@@ -92,6 +102,21 @@ class Intake:
             outcome.key = keydef.name
         self.keydef = keydef
         self.forward_headers.append(("x-request-id", self.request_id))
+
+    def _read_strict(self, route: StrictRoute) -> str:
+        """Check the body against its route's schema; the model (the header still wins)."""
+        decoded = validate_request(route.surface, self.body)
+        self.decoded = decoded
+        self.upstream_path = route.upstream_path
+        # The checked body goes on as JSON, and uncompressed answers are needed to rebuild them.
+        self.forward_headers = [
+            h for h in self.forward_headers if h[0] not in ("content-type", "accept-encoding")
+        ]
+        self.forward_headers.append(("content-type", "application/json"))
+        if self.override is not None:
+            return requested_model(self.override, b"")[0]
+        model: str = decoded["model"]
+        return model
 
 
 async def read_body(receive: Receive, content_length: int, limit: int) -> bytes:

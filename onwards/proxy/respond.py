@@ -8,6 +8,7 @@ Every way out gives the permits back before the last byte goes to the client
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import aiohttp
 from starlette.types import Send
@@ -27,11 +28,19 @@ _JSON_CT = (b"content-type", b"application/json")
 Headers = list[tuple[bytes, bytes]]
 
 
-async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse) -> int:
-    """Answer the client from `response`; returns the status sent."""
-    status = response.status
+class StreamRewriter(Protocol):
+    """Rewrites a stream as it passes (the sanitizers); `failed` ends it early."""
+
+    failed: bool
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def passthrough_headers(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse) -> Headers:
+    """The upstream's headers the client gets, then the configured ones, then our request id."""
     overridden = pplan.overridden
-    rid_header = ex.request.rid_header
     # The upstream's own x-request-id (OpenAI sends one) is dropped: with ours appended below
     # the client would get two, and clients join them or pick either.
     headers = [
@@ -42,7 +51,15 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
         and lname != b"x-request-id"
     ]
     headers.extend(pplan.response_headers)
-    headers.append(rid_header)
+    headers.append(ex.request.rid_header)
+    return headers
+
+
+async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse) -> int:
+    """Answer the client from `response`; returns the status sent."""
+    status = response.status
+    rid_header = ex.request.rid_header
+    headers = passthrough_headers(ex, pplan, response)
     content_type = response.headers.get("Content-Type", "")
     is_sse = content_type.startswith("text/event-stream")
     if pplan.sanitize:
@@ -51,9 +68,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
             body = sanitize.sanitized_error_body(status)
             return await send_whole(ex, status, [rid_header], body, replace_ct=True)
         if is_sse:
-            return await _stream(
-                ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model)
-            )
+            return await stream(ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model))
         if "/chat/completions" in ex.scope["path"]:
             raw = await response.read()
             try:
@@ -66,7 +81,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
     length = response.content_length
     if length is not None and not is_sse:
         return await _known_length(ex, pplan, response, status, headers, length)
-    return await _stream(ex, pplan, response, status, headers, None)
+    return await stream(ex, pplan, response, status, headers, None)
 
 
 async def start(send: Send, status: int, headers: Headers) -> None:
@@ -135,13 +150,13 @@ async def _known_length(
     return status
 
 
-async def _stream(
+async def stream(
     ex: Exchange,
     pplan: ProviderPlan,
     response: UpstreamResponse,
     status: int,
     headers: Headers,
-    sanitizer: sanitize.SseSanitizer | None,
+    sanitizer: StreamRewriter | None,
 ) -> int:
     # A stream can last minutes: watch for a client that leaves from the first byte on.
     ex.watch.start()
@@ -156,6 +171,12 @@ async def _stream(
                 break
             if sanitizer is not None:
                 chunk = sanitizer.feed(chunk)
+                if sanitizer.failed:
+                    # The rewriter ended the stream (it sent its own last event): stop reading.
+                    if chunk:
+                        sent += len(chunk)
+                        await body(send, chunk, True)
+                    break
                 if not chunk:
                     continue
             events += chunk.count(b"\n\n")

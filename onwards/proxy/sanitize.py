@@ -232,6 +232,7 @@ class SseSanitizer:
     """
 
     __slots__ = ("_buf", "_model", "_passthrough", "_scan", "_tail")
+    failed = False  # this sanitizer never ends a stream early (respond.StreamRewriter)
 
     def __init__(self, client_model: str) -> None:
         _check_model(client_model)

@@ -89,7 +89,7 @@ def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
 
 def _headers(request: Intake, pplan: ProviderPlan) -> list[tuple[str, str]]:
     headers = request.forward_headers
-    if pplan.sanitize:
+    if pplan.sanitize or request.strict is not None:
         # The sanitizer parses the body: a gzip-compressed one would fail as JSON, and compressed
         # SSE would pass through unsanitized. "identity" rather than no header, which allows any coding.
         headers = [h for h in headers if h[0] != "accept-encoding"]
@@ -107,9 +107,14 @@ async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[Upstream
     """Send the request to `pplan`; the response (headers read) and the seconds to its first byte."""
     scope = ex.scope
     headers = _headers(ex.request, pplan)
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if raw_path else scope["path"]
-    url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
+    strict_path = ex.request.upstream_path
+    if strict_path is not None:
+        # Strict routes forward to their fixed path, as the Rust gateway does (no query string).
+        url = URL(upstream_url(pplan, strict_path, b""), encoded=True)
+    else:
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
     method = scope["method"]
     data = body if body else None
     metrics = ex.gw.metrics

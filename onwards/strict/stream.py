@@ -71,7 +71,7 @@ class StrictStream:
             out.append(self._fail("an event is larger than the strict stream limit"))
         return b"".join(out)
 
-    def finish(self) -> bytes:
+    def flush(self) -> bytes:
         """End of the upstream body: a last event without its blank line is still sent."""
         if self.failed or not self._buf:
             return b""

@@ -107,6 +107,19 @@ class _Plan:
     hang: bool
 
 
+@dataclass
+class Canned:
+    """An answer given verbatim to one request, queued with ``MockUpstream.answer_next``: for
+    upstreams that misbehave (junk fields, leaky error bodies, errors inside a 200, empty 200s,
+    streams that stall). A list ``body`` is written chunk by chunk as a stream; ``stall`` keeps
+    the response open after the body until the client goes away."""
+
+    status: int = 200
+    body: bytes | list[bytes] = b""
+    content_type: str = "application/json"
+    stall: bool = False
+
+
 class MockUpstream:
     """An OpenAI-compatible upstream whose answers a test can script.
 
@@ -143,6 +156,7 @@ class MockUpstream:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._failures: collections.deque[int] = collections.deque()
+        self._canned: collections.deque[Canned] = collections.deque()
         self._seen = 0
         self._in_flight = 0
         self._max_in_flight = 0
@@ -186,6 +200,13 @@ class MockUpstream:
     @chunk_delay.setter
     def chunk_delay(self, value: float) -> None:
         self._chunk_delay = _check_seconds(value, "chunk_delay")
+
+    def answer_next(self, *answers: Canned) -> None:
+        """Answer the next requests with these, in order (before any other setting applies)."""
+        for answer in answers:
+            _check_status(answer.status, "canned status")
+        with self._lock:
+            self._canned.extend(answers)
 
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         """Answer the next ``n`` requests (that carry no ``x-mock-status``) with ``status``.
@@ -417,6 +438,11 @@ class MockUpstream:
         return _Plan(status, delay, chunks, chunk_delay, hang in _TRUE)
 
     async def _answer(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
+        with self._lock:
+            canned = self._canned.popleft() if self._canned else None
+        if canned is not None:
+            record.status = canned.status
+            return await self._give_canned(request, record, canned)
         try:
             plan = self._plan(request)
         except _BadControl as exc:
@@ -482,6 +508,25 @@ class MockUpstream:
             self._note_disconnect(record)
         return response
 
+    async def _give_canned(
+        self, request: web.Request, record: RecordedRequest, canned: Canned
+    ) -> web.StreamResponse:
+        headers = {"content-type": canned.content_type, NAME_HEADER: self.name}
+        if isinstance(canned.body, bytes) and not canned.stall:
+            return web.Response(status=canned.status, body=canned.body, headers=headers)
+        response = web.StreamResponse(status=canned.status, headers=headers)
+        await response.prepare(request)
+        chunks = [canned.body] if isinstance(canned.body, bytes) else canned.body
+        try:
+            for chunk in chunks:
+                await response.write(chunk)
+            if canned.stall:
+                await asyncio.get_running_loop().create_future()  # only a cancellation ends this
+            await response.write_eof()
+        except ConnectionResetError:
+            self._note_disconnect(record)
+        return response
+
     def _control(self, request: web.Request) -> web.StreamResponse:
         action = request.path[len(CONTROL_PREFIX) :]
         if action == "stats" and request.method == "GET":
@@ -490,6 +535,7 @@ class MockUpstream:
             self.clear()
             with self._lock:
                 self._failures.clear()
+                self._canned.clear()
             return self._json(200, self.stats())
         return self._error(
             404, f"unknown mock control {request.method} {request.path}", "invalid_request_error", None

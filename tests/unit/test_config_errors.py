@@ -44,11 +44,6 @@ CASES = [
     ({"targets": None}, "targets: required"),
     ({"targets": []}, "targets: must be an object, got list"),
     ({"targets": {"": PROVIDER}}, "targets: an alias must be a non-empty string"),
-    (
-        {"targets": {}, "strict_mode": True},
-        "strict_mode: strict mode is not supported by this gateway yet; "
-        "remove 'strict_mode' or set it to false",
-    ),
     ({"targets": {}, "strict_mode": "no"}, "strict_mode: must be true or false, got string"),
     ({"targets": {}, "max_body_bytes": 0}, "max_body_bytes: must be an integer >= 1"),
     (

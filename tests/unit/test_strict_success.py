@@ -134,7 +134,7 @@ def test_responses_success_back_fills_and_strips():
 
 
 def run(stream: StrictStream, *chunks: bytes) -> bytes:
-    return b"".join(stream.feed(chunk) for chunk in chunks) + stream.finish()
+    return b"".join(stream.feed(chunk) for chunk in chunks) + stream.flush()
 
 
 def events(raw: bytes) -> list[dict | str]:
