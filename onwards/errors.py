@@ -47,6 +47,7 @@ UNAUTHENTICATED = error_body(
     "unauthenticated",
 )
 INVALID_KEY = error_body("Invalid API key.", "invalid_request_error", "invalid_api_key")
+FORBIDDEN = error_body("Forbidden", "invalid_request_error", "forbidden")  # a routing rule's deny
 UPSTREAM_UNREACHABLE = error_body(_INTERNAL, "internal_error", "internal_error")
 NO_PROVIDER = error_body("No provider is available for this model.", "internal_error", "service_unavailable")
 GATEWAY_TIMEOUT = error_body(

@@ -604,12 +604,6 @@ class _TargetReader:
         sanitize = f.optional_bool("sanitize_response", False)
         trusted = f.optional_bool("trusted", False)
         rules = read_rules(loader, f)
-        if rules:
-            # Not enforced on the request path yet; ignoring a deny rule would let requests through.
-            loader.fail(
-                f.at("routing_rules"),
-                "routing rules are not supported by this gateway yet; remove them or use separate aliases",
-            )
         responses = open_responses.read_target(loader, f)
         f.ignore("url")  # a pool's providers win over a top-level url, as in the Rust gateway
 

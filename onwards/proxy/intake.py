@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope
 
 from onwards import errors
 from onwards.config.model import KeyDefinition
+from onwards.config.rules import first_match
 from onwards.errors import GatewayError
 from onwards.metrics import Metrics
 from onwards.proxy.auth import authenticate, bearer_token
@@ -101,7 +102,23 @@ class Intake:
         if keydef is not None:
             outcome.key = keydef.name
         self.keydef = keydef
+        if target.routing_rules and token is not None:
+            self._apply_rules(active, outcome)
         self.forward_headers.append(("x-request-id", self.request_id))
+
+    def _apply_rules(self, active: ActiveConfig, outcome: Outcome) -> None:
+        """The target's routing rules, on the caller's key labels (after auth, before admission,
+        so the limits that apply are those of the alias actually served)."""
+        labels = self.keydef.label_set if self.keydef is not None else frozenset()
+        rule = first_match(self.tplan.target.routing_rules, labels)
+        if rule is None:
+            return
+        if rule.action == "deny":
+            raise GatewayError(403, errors.FORBIDDEN, log=f"routing rule denies {self.tplan.target.alias}")
+        assert rule.target is not None  # a redirect always names a configured alias (checked at load)
+        # As in the Rust gateway: the redirected alias's own keys and rules are not applied again.
+        self.tplan = active.targets[rule.target]
+        outcome.target = rule.target
 
     def _read_strict(self, route: StrictRoute) -> str:
         """Check the body against its route's schema; the model (the header still wins)."""

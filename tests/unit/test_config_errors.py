@@ -111,10 +111,14 @@ CASES = [
     (pool(keys=["a", ""]), "targets.x.keys[1]: must be a non-empty string"),
     (pool(sanitize_response="yes"), "targets.x.sanitize_response: must be true or false, got string"),
     (
-        pool(routing_rules=[{"match_labels": {}, "action": {"type": "deny"}}]),
-        "targets.x.routing_rules: routing rules are not supported by this gateway yet; "
-        "remove them or use separate aliases",
+        pool(routing_rules=[{"match_labels": {}, "action": {"type": "allow"}}]),
+        "targets.x.routing_rules[0].action.type: must be 'deny' or 'redirect'",
     ),
+    (
+        pool(routing_rules=[{"match_labels": {}, "action": {"type": "redirect", "target": "nope"}}]),
+        "targets.x.routing_rules[0].action.target: 'nope' is not a configured alias",
+    ),
+    (pool(routing_rules=[{"action": {"type": "deny"}}]), "targets.x.routing_rules[0].match_labels: required"),
     (pool(routing_rules={}), "targets.x.routing_rules: must be a list, got object"),
     (pool(trusted="yes"), "targets.x.trusted: must be true or false, got string"),
     (pool(open_responses=True), "targets.x.open_responses: must be an object, got boolean"),
