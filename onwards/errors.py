@@ -38,9 +38,6 @@ MISSING_MODEL = error_body(
     "model",
 )
 INVALID_JSON = error_body("Request body must be valid JSON.", "invalid_request_error", "bad_request")
-MODEL_OVERRIDE_INVALID = error_body(
-    "The model-override header must be visible ASCII.", "invalid_request_error", "bad_request", "model"
-)
 UNAUTHENTICATED = error_body(
     "Please supply an authentication token to access this resource",
     "invalid_request_error",
@@ -49,7 +46,8 @@ UNAUTHENTICATED = error_body(
 INVALID_KEY = error_body("Invalid API key.", "invalid_request_error", "invalid_api_key")
 FORBIDDEN = error_body("Forbidden", "invalid_request_error", "forbidden")  # a routing rule's deny
 UPSTREAM_UNREACHABLE = error_body(_INTERNAL, "internal_error", "internal_error")
-NO_PROVIDER = error_body("No provider is available for this model.", "internal_error", "service_unavailable")
+# Rust's words for a target with no provider it can use (an empty pool).
+NO_PROVIDER = error_body(_INTERNAL, "internal_error", "service_unavailable")
 GATEWAY_TIMEOUT = error_body(
     "The upstream service took too long to respond. Please try again.", "internal_error", "gateway_timeout"
 )

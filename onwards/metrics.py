@@ -84,6 +84,18 @@ class Metrics:
     def streamed(self, provider: str, nbytes: int, events: int) -> None:
         pass
 
+    def model_started(self, alias: str) -> None:
+        """A request for a configured alias began (counted until its last byte)."""
+
+    def model_finished(self, alias: str) -> None:
+        pass
+
+    def retry_backoff(self) -> None:
+        """A retry paused before its next attempt."""
+
+    def retry_budget_exhausted(self) -> None:
+        """A retry was given up because its pause would exceed max_total_backoff_ms."""
+
     def auth_failure(self, reason: str) -> None:
         pass
 
@@ -192,6 +204,32 @@ class PrometheusMetrics(Metrics):
             registry=None,
             multiprocess_mode="livesum",
         )
+        # The Rust gateway's names (with the default prefix), which autoscalers read to drain a
+        # model before scaling it down; summed over live workers. Unlike there, the prefix
+        # applies to them too, so a renamed gateway has no metric outside its prefix.
+        self._rust_in_flight = Gauge(
+            p + "requests_inflight",
+            "Requests being served now (the Rust onwards' name), summed over live workers.",
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self._model_in_flight = Gauge(
+            p + "model_inflight",
+            "Requests for each configured model being served now, until their last byte.",
+            ("model",),
+            registry=None,
+            multiprocess_mode="livesum",
+        )
+        self._retries = Counter(
+            p + "retries",
+            "Pauses taken before a retry (fallback.backoff).",
+            registry=None,
+        )
+        self._retry_budget = Counter(
+            p + "retry_budget_exhausted",
+            "Retries given up because the pause would exceed fallback.max_total_backoff_ms.",
+            registry=None,
+        )
         self._upstream = Counter(
             p + "upstream_requests",
             "Upstream responses received, by provider and status.",
@@ -279,14 +317,17 @@ class PrometheusMetrics(Metrics):
         self._upstream_error_children: dict[tuple[str, str], Counter] = {}
         self._fallback_children: dict[str, Counter] = {}
         self._stream_children: dict[str, tuple[Counter, Counter]] = {}
+        self._model_children: dict[str, Gauge] = {}
         self._active_version: str | None = None
         self._circuit.set(0)
 
     def request_started(self) -> None:
         self._in_flight.inc()
+        self._rust_in_flight.inc()
 
     def request_finished(self, target: str, route: str, method: str, status: int, seconds: float) -> None:
         self._in_flight.dec()
+        self._rust_in_flight.dec()
         if method not in HTTP_METHODS:
             method = "other"  # clients choose the method; never let them choose a new series
         key = (target, route, method, status)
@@ -371,6 +412,22 @@ class PrometheusMetrics(Metrics):
             children[0].inc(nbytes)  # a negative amount raises ValueError in prometheus-client
         if events:
             children[1].inc(events)
+
+    def model_started(self, alias: str) -> None:
+        # Only configured aliases get here, so the label set is bounded by the config.
+        child = self._model_children.get(alias)
+        if child is None:
+            child = self._model_children[alias] = self._model_in_flight.labels(alias)
+        child.inc()
+
+    def model_finished(self, alias: str) -> None:
+        self._model_children[alias].dec()
+
+    def retry_backoff(self) -> None:
+        self._retries.inc()
+
+    def retry_budget_exhausted(self) -> None:
+        self._retry_budget.inc()
 
     def auth_failure(self, reason: str) -> None:
         child = self._auth_children.get(reason)

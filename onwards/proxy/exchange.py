@@ -30,6 +30,7 @@ class Outcome:
     limiter: str = "none"  # none | allowed | refused:<scope>:<kind> | degraded | unavailable
     key: str = ""  # the key definition's name, never the token
     bytes_out: int = 0  # response body bytes handed to the server
+    model: str = ""  # the configured alias counted in onwards_model_inflight until the end
     error: str = ""
 
 

@@ -44,6 +44,8 @@ class ProxyHandler:
             request_id, status = await self._serve(scope, receive, send, outcome)
         finally:
             elapsed = time.perf_counter() - started
+            if outcome.model:
+                gw.metrics.model_finished(outcome.model)
             route = route_group(path)
             gw.metrics.request_finished(outcome.target, route, scope["method"], status, elapsed)
             access = gw.access_log

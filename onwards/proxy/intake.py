@@ -51,10 +51,15 @@ class Intake:
     keydef: KeyDefinition | None
 
     def __init__(self, scope: Scope) -> None:
-        override = authorization = request_id_in = None
+        override = authorization = request_id_in = forwarded_for = None
         content_length = -1
         forward_headers: list[tuple[str, str]] = []
         for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+                continue
+            if name == b"x-forwarded-proto":
+                continue
             if name == b"model-override":
                 override = value
             elif name == b"authorization":
@@ -68,6 +73,15 @@ class Intake:
                 request_id_in = value
             if forwardable(name):
                 forward_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # As the Rust gateway: the proto is always "https" (it sits behind TLS termination), and
+        # the caller's address joins the chain of any proxies before us.
+        client = scope.get("client")
+        if client:
+            hop = client[0].encode("latin-1")
+            forwarded_for = hop if forwarded_for is None else forwarded_for + b", " + hop
+        if forwarded_for is not None:
+            forward_headers.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
+        forward_headers.append(("x-forwarded-proto", "https"))
         self.override: bytes | None = override
         self.authorization: bytes | None = authorization
         self.content_length = content_length
@@ -93,6 +107,8 @@ class Intake:
         self.tplan = tplan
         target = tplan.target
         outcome.target = target.alias
+        outcome.model = target.alias
+        metrics.model_started(target.alias)
         token = bearer_token(self.authorization)
         try:
             keydef = authenticate(snapshot, target, token)

@@ -8,29 +8,31 @@ from onwards import errors
 from onwards.errors import GatewayError
 
 
-def _visible_ascii(value: bytes) -> bool:
-    return bool(value) and all(0x21 <= b <= 0x7E for b in value)
+def _header_text(value: bytes) -> bool:
+    # What the Rust gateway's header reading accepts: printable ASCII, spaces and tabs included.
+    return all(0x20 <= b <= 0x7E or b == 0x09 for b in value)
 
 
 def requested_model(override: bytes | None, body: bytes) -> tuple[str, object | None]:
     """The model name the client asked for, and the decoded body when it had to be decoded.
 
-    The decoded body is returned so a later rewrite of `model` does not parse it twice.
+    The decoded body is returned so a later rewrite of `model` does not parse it twice. As in
+    the Rust gateway, a model-override header that is not text, and a body that is not a JSON
+    object with a string `model`, are both "no model" (400, param `model`); an empty name is
+    looked up like any other (and is not found).
     """
     if override is not None:
-        if not _visible_ascii(override):
-            raise GatewayError(
-                400, errors.MODEL_OVERRIDE_INVALID, log="model-override header is not visible ASCII"
-            )
+        if not _header_text(override):
+            raise GatewayError(400, errors.MISSING_MODEL, log="model-override header is not ASCII text")
         return override.decode("ascii"), None
     if not body:
         raise GatewayError(400, errors.MISSING_MODEL, log="no model: empty body and no model-override header")
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise GatewayError(400, errors.INVALID_JSON, log="request body is not valid JSON") from None
+        raise GatewayError(400, errors.MISSING_MODEL, log="request body is not valid JSON") from None
     model = decoded.get("model") if isinstance(decoded, dict) else None
-    if not isinstance(model, str) or not model:
+    if not isinstance(model, str):
         raise GatewayError(400, errors.MISSING_MODEL, log="request body has no string 'model'")
     return model, decoded
 

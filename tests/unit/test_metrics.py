@@ -169,6 +169,7 @@ def test_prefix_applies_to_every_metric(mp_dir):
         "gw_upstream_ttfb_seconds", "gw_upstream_errors", "gw_limit_rejections", "gw_limiter_redis_errors",
         "gw_limiter_circuit_open", "gw_fallback_attempts", "gw_config_reloads", "gw_config_active",
         "gw_streamed_bytes", "gw_sse_events", "gw_auth_failures",
+        "gw_requests_inflight", "gw_retries", "gw_retry_budget_exhausted",
     }  # fmt: skip
 
 
@@ -343,3 +344,25 @@ def test_the_pid_prometheus_asks_for_is_cached_and_follows_forks(mp_dir):
     assert status == 0
     assert cached == real == str(child)
     assert om._current_pid() == os.getpid()
+
+
+def test_rust_inflight_gauges_and_retry_counters(mp_dir):
+    # onwards_requests_inflight and onwards_model_inflight{model} (the Rust onwards' names, read
+    # by autoscalers to drain a model) and the retry counters.
+    m = build_metrics(True, "onwards")
+    m.request_started()
+    m.request_started()
+    m.model_started("gpt")
+    m.model_started("gpt")
+    m.model_started("claude")
+    m.model_finished("claude")
+    m.request_finished("gpt", CHAT, "POST", 200, 0.1)
+    m.retry_backoff()
+    m.retry_backoff()
+    m.retry_budget_exhausted()
+    s = collect(mp_dir)
+    assert value(s, "onwards_requests_inflight") == 1
+    assert value(s, "onwards_model_inflight", model="gpt") == 2
+    assert value(s, "onwards_model_inflight", model="claude") == 0
+    assert value(s, "onwards_retries_total") == 2
+    assert value(s, "onwards_retry_budget_exhausted_total") == 1

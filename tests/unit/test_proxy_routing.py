@@ -33,21 +33,21 @@ def test_model_override_needs_no_body_and_does_not_look_at_it():
     assert requested_model(b"whisper", b"--boundary\r\nnot json")[0] == "whisper"
 
 
-@pytest.mark.parametrize(
-    "header",
-    [b"", b"has space", b"tab\there", b"caf\xc3\xa9", b"nul\x00", b"del\x7f", b"line\nbreak"],
-)
-def test_model_override_must_be_visible_ascii_without_falling_back_to_the_body(header):
+@pytest.mark.parametrize("header", [b"caf\xc3\xa9", b"nul\x00", b"del\x7f", b"line\nbreak"])
+def test_model_override_must_be_ascii_text_without_falling_back_to_the_body(header):
+    # As the Rust gateway: the same "could not parse onwards model" 400, param model.
     with pytest.raises(GatewayError) as exc:
         requested_model(header, b'{"model": "gpt-4"}')
     assert exc.value.status == 400
-    assert exc.value.body == errors.MODEL_OVERRIDE_INVALID
+    assert exc.value.body == errors.MISSING_MODEL
     assert error_of(exc)["param"] == "model"
 
 
-def test_model_override_accepts_every_visible_ascii_character():
-    visible = bytes(range(0x21, 0x7F))
-    assert requested_model(visible, b"")[0] == visible.decode()
+def test_model_override_accepts_printable_ascii_spaces_and_tabs():
+    text = bytes(range(0x20, 0x7F)) + b"\t"
+    assert requested_model(text, b"")[0] == text.decode()
+    assert requested_model(b"two words", b"")[0] == "two words"
+    assert requested_model(b"", b'{"model": "gpt-4"}')[0] == ""  # looked up, then not found
 
 
 def test_empty_body_without_header_is_a_400_naming_the_model_param():
@@ -62,11 +62,11 @@ def test_empty_body_without_header_is_a_400_naming_the_model_param():
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"model": "gpt"', b"\xff\xfe", b"model=gpt"])
-def test_invalid_json_is_a_400(body):
+def test_invalid_json_is_a_400_missing_model(body):
     with pytest.raises(GatewayError) as exc:
         requested_model(None, body)
     assert exc.value.status == 400
-    assert exc.value.body == errors.INVALID_JSON
+    assert exc.value.body == errors.MISSING_MODEL
 
 
 @pytest.mark.parametrize("body", [b"[]", b'["gpt"]', b'"gpt"', b"42", b"null", b"true"])
@@ -77,9 +77,7 @@ def test_json_that_is_not_an_object_is_a_400(body):
     assert error_of(exc)["param"] == "model"
 
 
-@pytest.mark.parametrize(
-    "body", [b"{}", b'{"model": null}', b'{"model": 4}', b'{"model": ""}', b'{"model": ["gpt"]}']
-)
+@pytest.mark.parametrize("body", [b"{}", b'{"model": null}', b'{"model": 4}', b'{"model": ["gpt"]}'])
 def test_object_without_a_usable_model_is_a_400(body):
     with pytest.raises(GatewayError) as exc:
         requested_model(None, body)
