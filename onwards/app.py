@@ -41,6 +41,7 @@ from onwards.proxy.handler import ProxyHandler
 from onwards.responses.store import RedisResponseStore
 from onwards.settings import Settings
 from onwards.strict.routes import STRICT_ROUTES
+from onwards.trace import build_tracing
 
 log = logging.getLogger("onwards.app")
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
                 settings.redis_url, settings.redis_prefix, settings.responses_ttl_secs
             )
             gateway.responses_store = redis_responses
+        gateway.tracing = build_tracing()
         gateway.apply(snapshot)
         log.info(
             "worker ready",
@@ -139,6 +141,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
                     await follow_task
             try:
                 await gateway.drain_background()
+                if gateway.tracing is not None:
+                    await asyncio.to_thread(gateway.tracing.shutdown)
                 await gateway.session.close()
                 await limiter.close()
                 if redis_responses is not None:

@@ -22,6 +22,7 @@ from onwards.proxy.client import IdleCappedConnector
 from onwards.proxy.plan import ActiveConfig, compile_config
 from onwards.responses.store import MemoryResponseStore, ResponseStore
 from onwards.settings import Settings
+from onwards.trace import Tracing
 
 log = logging.getLogger("onwards.gateway")
 
@@ -41,6 +42,7 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         # Which router this worker runs, fixed by the config it started with (as in Rust).
         self.strict_mode = False
+        self.tracing: Tracing | None = None  # OTLP export, when configured (onwards/trace.py)
 
     @property
     def ready(self) -> bool:

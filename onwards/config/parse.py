@@ -819,8 +819,6 @@ class _TargetReader:
         # A provider's own `trusted` wins over its pool's; trace context follows trust unless set.
         trusted = f.optional_bool("trusted", pool_trusted)
         propagate = f.optional_bool("propagate_trace_context", trusted)
-        if f.has("propagate_trace_context"):
-            self.loader.ignored.append(f.at("propagate_trace_context"))  # until trace context is wired
         translation = read_translation(self.loader, f)
         if translation is not None:
             self.loader.ignored.append(f.at("reasoning_translation"))  # until the request path applies it

@@ -5,7 +5,7 @@ stages share, and the signal that the client has gone. Records only; the rules l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope, Send
 
@@ -31,6 +31,7 @@ class Outcome:
     key: str = ""  # the key definition's name, never the token
     bytes_out: int = 0  # response body bytes handed to the server
     model: str = ""  # the configured alias counted in onwards_model_inflight until the end
+    span: Any = None  # the request's trace span, when trace export is on
     error: str = ""
 
 

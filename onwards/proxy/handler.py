@@ -40,10 +40,15 @@ class ProxyHandler:
         status = 500
         request_id = ""
         path: str = scope["path"]
+        tracing = gw.tracing
+        if tracing is not None:
+            outcome.span = tracing.start_request(scope["headers"], scope["method"], route_group(path))
         try:
             request_id, status = await self._serve(scope, receive, send, outcome)
         finally:
             elapsed = time.perf_counter() - started
+            if tracing is not None:
+                tracing.finish_request(outcome.span, outcome, status)
             if outcome.model:
                 gw.metrics.model_finished(outcome.model)
             route = route_group(path)

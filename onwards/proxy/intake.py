@@ -33,6 +33,7 @@ class Intake:
         "content_length",
         "decoded",
         "forward_headers",
+        "has_trace",
         "keydef",
         "model",
         "override",
@@ -52,6 +53,7 @@ class Intake:
 
     def __init__(self, scope: Scope) -> None:
         override = authorization = request_id_in = forwarded_for = None
+        has_trace = False
         content_length = -1
         forward_headers: list[tuple[str, str]] = []
         for name, value in scope["headers"]:
@@ -71,6 +73,8 @@ class Intake:
                     content_length = -1
             elif name == b"x-request-id":
                 request_id_in = value
+            elif name == b"traceparent" or name == b"tracestate":
+                has_trace = True
             if forwardable(name):
                 forward_headers.append((name.decode("latin-1"), value.decode("latin-1")))
         # As the Rust gateway: the proto is always "https" (it sits behind TLS termination), and
@@ -82,6 +86,7 @@ class Intake:
         if forwarded_for is not None:
             forward_headers.append(("x-forwarded-for", forwarded_for.decode("latin-1")))
         forward_headers.append(("x-forwarded-proto", "https"))
+        self.has_trace = has_trace  # a traceparent/tracestate to withhold from untrusted providers
         self.override: bytes | None = override
         self.authorization: bytes | None = authorization
         self.content_length = content_length

@@ -23,6 +23,7 @@ from onwards.errors import GatewayError
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
 from onwards.proxy.plan import ProviderPlan, upstream_url
+from onwards.trace import TRACE_HEADERS
 
 
 class UpstreamContent(Protocol):
@@ -94,6 +95,9 @@ def _headers(request: Intake, pplan: ProviderPlan) -> list[tuple[str, str]]:
         # SSE would pass through unsanitized. "identity" rather than no header, which allows any coding.
         headers = [h for h in headers if h[0] != "accept-encoding"]
         headers.append(("accept-encoding", "identity"))
+    if request.has_trace and not pplan.provider.propagate_trace_context:
+        # The caller's trace context stays with providers that are trusted with it (trace.py).
+        headers = [h for h in headers if h[0] not in TRACE_HEADERS]
     if pplan.auth is not None:
         # The provider credential replaces a caller header of the same (custom) name; sent
         # together, an upstream reading the first value would take the caller's.
@@ -117,8 +121,36 @@ async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[Upstream
         url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
     method = scope["method"]
     data = body if body else None
-    metrics = ex.gw.metrics
+    tracing = ex.gw.tracing
+    attempt = None
+    if tracing is not None and ex.outcome.span is not None:
+        attempt = tracing.start_attempt(ex.outcome.span, pplan.label)
+        if pplan.provider.propagate_trace_context:
+            headers = [h for h in headers if h[0] not in TRACE_HEADERS] + tracing.inject(attempt)
     started = time.perf_counter()
+    try:
+        response = await _timed(ex, pplan, method, url, headers, data)
+    except GatewayError as exc:
+        if attempt is not None:
+            assert tracing is not None
+            tracing.finish_attempt(attempt, None, str(exc))
+        raise
+    if attempt is not None:
+        assert tracing is not None
+        tracing.finish_attempt(attempt, response.status)
+    return response, time.perf_counter() - started
+
+
+async def _timed(
+    ex: Exchange,
+    pplan: ProviderPlan,
+    method: str,
+    url: URL,
+    headers: list[tuple[str, str]],
+    data: bytes | None,
+) -> UpstreamResponse:
+    """Reach the provider within its timeout; failures as the client's GatewayError."""
+    metrics = ex.gw.metrics
     try:
         if pplan.timeout is not None:
             async with asyncio.timeout(pplan.timeout):
@@ -138,7 +170,7 @@ async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[Upstream
         raise GatewayError(
             502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} failed: {type(exc).__name__}: {exc}"
         ) from None
-    return response, time.perf_counter() - started
+    return response
 
 
 async def dispatch(
