@@ -43,6 +43,8 @@ class Gateway:
         # Which router this worker runs, fixed by the config it started with (as in Rust).
         self.strict_mode = False
         self.tracing: Tracing | None = None  # OTLP export, when configured (onwards/trace.py)
+        # Attempts in flight per provider label in this worker, for least-connections selection.
+        self.provider_in_flight: dict[str, int] = {}
 
     @property
     def ready(self) -> bool:

@@ -743,9 +743,6 @@ class _TargetReader:
             if budget is None
             else loader.integer(budget, f.at("max_total_backoff_ms"), minimum=0),
         )
-        for name in ("backoff", "max_total_backoff_ms"):
-            if f.has(name):
-                loader.ignored.append(f.at(name))  # until the retry loop pauses
         f.finish()
         return spec
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 
 from onwards import errors
+from onwards.config.model import FallbackSpec
 from onwards.errors import GatewayError
 from onwards.proxy import upstream
 from onwards.proxy.admission import admit
+from onwards.proxy.backoff import RetryBudget
 from onwards.proxy.balance import attempt_order
 from onwards.proxy.exchange import ClientGone, Exchange
+from onwards.proxy.plan import ProviderPlan
 from onwards.proxy.respond import respond, send_error
 from onwards.proxy.strict_respond import serve_strict
 from onwards.strict.inspect import Retry
@@ -56,10 +59,16 @@ async def _attempts(ex: Exchange) -> int:
     fallback = target.fallback
     metrics = ex.gw.metrics
     outcome = ex.outcome
+    in_flight = ex.gw.provider_in_flight
+    pauses = RetryBudget(fallback) if fallback.backoff is not None else None
     last_error: GatewayError | None = None
     base_admitted = False
-    attempts = 0
-    for provider in attempt_order(target):
+    attempts = tried = 0
+    for provider in attempt_order(target, in_flight=in_flight):
+        # Between two attempts (never after the last), the backoff's pause, within its budget.
+        if tried and pauses is not None and not await _pause(ex, pauses, tried):
+            break
+        tried += 1
         pplan = tplan.providers[provider.index]
         skip = await admit(ex, pplan, base_admitted)
         if skip is not None:
@@ -71,36 +80,57 @@ async def _attempts(ex: Exchange) -> int:
         attempts += 1
         outcome.attempts = attempts
         outcome.provider = pplan.label
-        # A body that cannot be rewritten is the client's error: no other provider would do better.
-        body = upstream.request_body(ex.request, pplan)
+        # Requests in flight per provider (this worker) steer weighted_random's least-connections.
+        label = pplan.label
+        in_flight[label] = in_flight.get(label, 0) + 1
         try:
-            response, ttfb = await upstream.call(ex, pplan, body)
-        except GatewayError as exc:
-            if not fallback.enabled:
-                raise
-            last_error = exc
-            ex.permits.release_provider(pplan.concurrency_ids)
-            continue
-        metrics.upstream_response(pplan.label, response.status, ttfb)
-        if fallback.matches(response.status):
-            metrics.upstream_error(pplan.label, "status")
-            response.release()
-            last_error = GatewayError(
-                502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} answered {response.status}"
-            )
-            ex.permits.release_provider(pplan.concurrency_ids)
-            continue
-        try:
-            if ex.request.strict is not None:
-                try:
-                    return await serve_strict(ex, pplan, response)
-                except Retry as retry:
-                    last_error = retry.error
-                    ex.permits.release_provider(pplan.concurrency_ids)
-                    continue
-            return await respond(ex, pplan, response)
+            result = await _attempt(ex, pplan, fallback)
         finally:
-            response.release()
+            in_flight[label] -= 1
+        if isinstance(result, GatewayError):
+            last_error = result
+            ex.permits.release_provider(pplan.concurrency_ids)
+            continue
+        return result
     if last_error is not None:
         raise last_error
     raise GatewayError(503, errors.NO_PROVIDER, log="target has no selectable provider")
+
+
+async def _attempt(ex: Exchange, pplan: ProviderPlan, fallback: FallbackSpec) -> int | GatewayError:
+    """One provider: its answer sent (the status), or the error to fall back with."""
+    metrics = ex.gw.metrics
+    # A body that cannot be rewritten is the client's error: no other provider would do better.
+    body = upstream.request_body(ex.request, pplan)
+    try:
+        response, ttfb = await upstream.call(ex, pplan, body)
+    except GatewayError as exc:
+        if not fallback.enabled:
+            raise
+        return exc
+    metrics.upstream_response(pplan.label, response.status, ttfb)
+    if fallback.matches(response.status):
+        metrics.upstream_error(pplan.label, "status")
+        response.release()
+        return GatewayError(502, errors.UPSTREAM_UNREACHABLE, log=f"{pplan.label} answered {response.status}")
+    try:
+        if ex.request.strict is not None:
+            try:
+                return await serve_strict(ex, pplan, response)
+            except Retry as retry:
+                return retry.error
+        return await respond(ex, pplan, response)
+    finally:
+        response.release()
+
+
+async def _pause(ex: Exchange, pauses: RetryBudget, failed_attempt: int) -> bool:
+    """Sleep before the next attempt; False when the pause would exceed max_total_backoff_ms."""
+    pause_ms = pauses.next_pause_ms(failed_attempt)
+    if pause_ms is None:
+        ex.gw.metrics.retry_budget_exhausted()
+        return False
+    ex.gw.metrics.retry_backoff()
+    if pause_ms:
+        await asyncio.sleep(pause_ms / 1000)
+    return True

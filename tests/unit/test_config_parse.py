@@ -532,7 +532,6 @@ def test_unknown_fields_warn_and_unused_fields_are_logged_at_debug_with_paths(ca
     )
     assert unused == (
         "config.json: fields this gateway accepts but does not use: "
-        "targets.b.fallback.backoff, targets.b.fallback.max_total_backoff_ms, "
         "targets.b.open_responses.adapter"
     )
 
