@@ -530,9 +530,9 @@ def test_unknown_fields_warn_and_unused_fields_are_logged_at_debug_with_paths(ca
         "config.json: unknown fields, ignored (check their spelling): targets.a.key (did you mean 'keys'?), "
         "targets.b.providers[0].mystery, extra"
     )
-    assert unused == (
-        "config.json: fields this gateway accepts but does not use: "
-        "targets.b.open_responses.adapter"
+    assert (
+        unused
+        == "config.json: fields this gateway accepts but does not use: targets.b.open_responses.adapter"
     )
 
 
