@@ -73,6 +73,20 @@ def surface_of(path: str) -> Surface | None:
     return None
 
 
+_STRICT_SURFACES: dict[str, Surface] = {
+    "chat": "chat",
+    "responses": "responses",
+    "completions": "completions",
+}
+
+
+def reasoning_surface(strict: Any, path: str) -> Surface | None:
+    """The surface of a request: its strict route's, else its path's (None: no contract)."""
+    if strict is not None:
+        return _STRICT_SURFACES.get(strict.surface)
+    return surface_of(path)
+
+
 @dataclass(frozen=True, slots=True)
 class ReasoningRequest:
     """The canonical effort a request asked for, and its output limit (for budgets)."""

@@ -817,8 +817,6 @@ class _TargetReader:
         trusted = f.optional_bool("trusted", pool_trusted)
         propagate = f.optional_bool("propagate_trace_context", trusted)
         translation = read_translation(self.loader, f)
-        if translation is not None:
-            self.loader.ignored.append(f.at("reasoning_translation"))  # until the request path applies it
         # The single-provider form is its own target: its open_responses also holds the target's.
         adapter, spec = open_responses.read_adapter(loader, f, owns_spec=not own_limits)
         if spec is not None:

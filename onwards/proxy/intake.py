@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 from starlette.types import Receive, Scope
 
 from onwards import errors
@@ -19,6 +20,7 @@ from onwards.proxy.exchange import ClientGone, Outcome
 from onwards.proxy.headers import forwardable
 from onwards.proxy.plan import ActiveConfig, TargetPlan
 from onwards.proxy.routing import requested_model
+from onwards.reasoning import ReasoningRequest, Surface, check_contract, check_providers, reasoning_surface
 from onwards.strict.routes import StrictRoute
 from onwards.strict.validate import validate_request
 
@@ -37,6 +39,8 @@ class Intake:
         "keydef",
         "model",
         "override",
+        "path",
+        "reasoning",
         "request_id",
         "rid_header",
         "strict",
@@ -96,6 +100,9 @@ class Intake:
         # Strict mode's typed route (set by the app's dispatch), and the path it forwards to.
         self.strict: StrictRoute | None = scope.get("onwards.strict")
         self.upstream_path: str | None = None
+        self.path: str = scope["path"]
+        # The canonical reasoning effort asked for, when the reasoning contract found one.
+        self.reasoning: ReasoningRequest | None = None
 
     async def read(self, receive: Receive, active: ActiveConfig, metrics: Metrics, outcome: Outcome) -> None:
         """Read the body and resolve model, target and key, or raise the client's error."""
@@ -125,6 +132,9 @@ class Intake:
         self.keydef = keydef
         if target.routing_rules and token is not None:
             self._apply_rules(active, outcome)
+        surface = reasoning_surface(self.strict, self.path)
+        if surface is not None and self.body:
+            self._check_reasoning(surface)
         self.forward_headers.append(("x-request-id", self.request_id))
 
     def _apply_rules(self, active: ActiveConfig, outcome: Outcome) -> None:
@@ -140,6 +150,22 @@ class Intake:
         # As in the Rust gateway: the redirected alias's own keys and rules are not applied again.
         self.tplan = active.targets[rule.target]
         outcome.target = rule.target
+
+    def _check_reasoning(self, surface: Surface) -> None:
+        """The reasoning contract, before any upstream call: canonical parameters only, and an
+        effort every provider of the (possibly redirected) target can honour."""
+        decoded = self.decoded
+        if decoded is None:
+            try:
+                decoded = self.decoded = orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                raise GatewayError(400, errors.INVALID_JSON, log="reasoning path, body is not JSON") from None
+        if not isinstance(decoded, dict):
+            return
+        request = check_contract(surface, decoded)
+        if request is not None:
+            check_providers(self.tplan.target.providers, request)
+            self.reasoning = request
 
     def _read_strict(self, route: StrictRoute) -> str:
         """Check the body against its route's schema; the model (the header still wins)."""

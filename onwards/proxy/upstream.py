@@ -23,6 +23,7 @@ from onwards.errors import GatewayError
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
 from onwards.proxy.plan import ProviderPlan, upstream_url
+from onwards.reasoning import translated_body, translation_for
 from onwards.trace import TRACE_HEADERS
 
 
@@ -70,8 +71,17 @@ _CONNECT_RETRY: dict[str, Any] = {
 
 def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
     """The body this provider gets: the client's, with `model` rewritten when the provider sets
-    onwards_model. A body that cannot be rewritten is the client's error (400)."""
+    onwards_model, and reasoning written the provider's way when it translates it (rebuilt from
+    the client's body for each attempt). A body that cannot be rewritten is the client's error."""
     onwards_model = pplan.provider.onwards_model
+    canonical = request.reasoning
+    translation = None if canonical is None else translation_for(pplan.provider, canonical.surface)
+    if translation is not None:
+        assert canonical is not None and isinstance(request.decoded, dict)
+        rewritten = translated_body(translation, canonical, request.decoded)
+        if onwards_model is not None:
+            rewritten["model"] = onwards_model
+        return orjson.dumps(rewritten)
     if onwards_model is None or not request.body:
         return request.body
     decoded = request.decoded

@@ -374,3 +374,179 @@ def test_invalid_translation_configs_are_refused_at_load(translation, fragment):
     message = config_error(translation)
     assert "targets.m.providers[0].reasoning_translation" in message
     assert fragment in message
+
+
+# --- through the app (lib.rs reasoning tests) --------------------------------------------------
+
+
+@pytest.fixture
+def mock_a(mock_upstream_factory):
+    return mock_upstream_factory("a")
+
+
+@pytest.fixture
+def mock_b(mock_upstream_factory):
+    return mock_upstream_factory("b")
+
+
+THINKING_OBJECT = {
+    "chat_completions": {
+        "unsupported_efforts": ["minimal", "low", "medium", "xhigh", "max"],
+        "writes": [
+            {
+                "target_path": "/thinking",
+                "values": {"none": {"type": "disabled"}, "high": {"type": "enabled"}},
+            }
+        ],
+    }
+}
+
+
+def app_config(*providers: dict, strict: bool = False, **pool: Any) -> dict:
+    config: dict = {"targets": {"m": {"strategy": "priority", "providers": list(providers), **pool}}}
+    if strict:
+        config["strict_mode"] = True
+    return config
+
+
+async def post(write_config, config: dict, body: Any, path: str = "/v1/chat/completions", **headers: str):
+    from tests.support.app_client import app_client
+
+    async with app_client(write_config(config)) as client:
+        if isinstance(body, bytes):
+            return await client.post(path, content=body, headers=headers)
+        return await client.post(path, json=body, headers=headers)
+
+
+async def test_provider_reasoning_translation_applies_to_upstream_body(write_config, mock_a):
+    config = app_config({"url": mock_a.url, "reasoning_translation": SGLANG})
+    r = await post(write_config, config, {"model": "m", "messages": [], "reasoning_effort": "none"})
+    assert r.status_code == 200
+    sent = mock_a.requests[0].json()
+    assert sent["chat_template_kwargs"] == {"thinking": False}
+    assert "reasoning_effort" not in sent
+
+
+async def test_missing_output_limit_returns_422_before_upstream_request(write_config, mock_a):
+    config = app_config({"url": mock_a.url, "reasoning_translation": BUDGET})
+    r = await post(write_config, config, {"model": "m", "messages": [], "reasoning_effort": "high"})
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "max_completion_tokens"
+    assert r.json()["error"]["code"] == "reasoning_budget_requires_max_tokens"
+    assert mock_a.request_count == 0
+
+
+async def test_reasoning_effort_must_be_supported_by_every_pool_provider_before_any_call(
+    write_config, mock_a, mock_b
+):
+    full = {
+        "chat_completions": {
+            "unsupported_efforts": ["minimal", "xhigh", "max"],
+            "writes": [
+                {
+                    "target_path": "/reasoning_effort",
+                    "values": {"none": "none", "low": "low", "medium": "medium", "high": "high"},
+                }
+            ],
+        }
+    }
+    partial = {
+        "chat_completions": {
+            "unsupported_efforts": ["minimal", "high", "xhigh", "max"],
+            "writes": [
+                {
+                    "target_path": "/reasoning_effort",
+                    "values": {"none": "none", "low": "low", "medium": "medium"},
+                }
+            ],
+        }
+    }
+    config = app_config(
+        {"url": mock_a.url, "reasoning_translation": full},
+        {"url": mock_b.url, "reasoning_translation": partial},
+    )
+    r = await post(write_config, config, {"model": "m", "messages": [], "reasoning_effort": "high"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unsupported_value"
+    assert mock_a.request_count == mock_b.request_count == 0
+
+
+async def test_invalid_reasoning_effort_returns_parameter_specific_400(write_config, mock_a):
+    r = await post(
+        write_config,
+        app_config({"url": mock_a.url}),
+        {"model": "m", "messages": [], "reasoning_effort": "ultra"},
+    )
+    assert r.status_code == 400
+    assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("reasoning_effort", "invalid_value")
+    assert mock_a.request_count == 0
+
+
+async def test_provider_specific_reasoning_params_are_refused_without_any_translation(write_config, mock_a):
+    body = {"model": "m", "messages": [], "chat_template_kwargs": {"enable_thinking": True}}
+    r = await post(write_config, app_config({"url": mock_a.url}), body)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "unsupported_parameter"
+    assert mock_a.request_count == 0
+
+
+async def test_reasoning_path_with_override_and_a_non_json_body_is_400(write_config, mock_a):
+    r = await post(write_config, app_config({"url": mock_a.url}), b"not json", **{"model-override": "m"})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "Request body must be valid JSON."
+
+
+async def test_non_reasoning_routes_allow_non_json_payloads(write_config, mock_a):
+    payload = b"--boundary\r\nContent-Disposition: form-data; name=file\r\n\r\nRIFF....\r\n--boundary--"
+    r = await post(
+        write_config,
+        app_config({"url": mock_a.url}),
+        payload,
+        "/v1/audio/transcriptions",
+        **{"model-override": "m"},
+    )
+    assert r.status_code == 200
+    assert mock_a.requests[0].body == payload
+
+
+async def test_reasoning_translation_is_rebuilt_for_each_fallback_attempt(write_config, mock_a, mock_b):
+    from tests.support.mock_upstream import Canned
+
+    sglang_high = {
+        "chat_completions": {
+            "unsupported_efforts": ["minimal", "xhigh", "max"],
+            "writes": [
+                {
+                    "target_path": "/chat_template_kwargs/thinking",
+                    "values": {"none": False, "low": True, "medium": True, "high": True},
+                }
+            ],
+        }
+    }
+    thinking = {
+        "chat_completions": {
+            "unsupported_efforts": ["minimal", "xhigh", "max"],
+            "writes": [
+                {
+                    "target_path": "/thinking",
+                    "values": {
+                        e: {"type": "disabled" if e == "none" else "enabled"}
+                        for e in ("none", "low", "medium", "high")
+                    },
+                }
+            ],
+        }
+    }
+    mock_a.answer_next(Canned(500, b'{"error": "boom"}'))
+    config = app_config(
+        {"url": mock_a.url + "/v1", "reasoning_translation": sglang_high},
+        {"url": mock_b.url + "/v1", "reasoning_translation": thinking},
+        strict=True,
+        fallback={"enabled": True, "on_status": [5]},
+    )
+    r = await post(write_config, config, {"model": "m", "messages": [], "reasoning_effort": "none"})
+    assert r.status_code == 200
+    first, second = mock_a.requests[0].json(), mock_b.requests[0].json()
+    assert first["chat_template_kwargs"] == {"thinking": False} and "reasoning_effort" not in first
+    assert second["thinking"] == {"type": "disabled"}
+    assert "chat_template_kwargs" not in second and "reasoning_effort" not in second
