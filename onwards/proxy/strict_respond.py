@@ -14,6 +14,7 @@ Errors the gateway makes itself (limits, auth, timeouts, exhausted fallback) nev
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from onwards.errors import GatewayError
 from onwards.proxy.exchange import Exchange
@@ -52,7 +53,8 @@ async def respond_strict(
     trusted = pplan.provider.trusted
     if not 200 <= status < 300:
         if trusted:
-            return await respond(ex, pplan, response)
+            # As sent: strict mode ignores the non-strict sanitize_response flag.
+            return await respond(ex, replace(pplan, sanitize=False) if pplan.sanitize else pplan, response)
         # The body may carry provider internals or echo the prompt: only its size is logged.
         drained = await response.content.readany()
         log.info(

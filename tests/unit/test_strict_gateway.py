@@ -405,3 +405,14 @@ async def test_strict_mode_change_on_reload_needs_a_restart(write_config, mock_a
         "strict_mode changed to true" in rec.getMessage() and "after a restart" in rec.getMessage()
         for rec in caplog.records
     )
+
+
+async def test_sanitize_response_is_ignored_in_strict_mode(write_config, mock_a):
+    # One sanitization only (strict's); a trusted error stays as sent even with the flag on.
+    mock_a.answer_next(Canned(500, LEAK))
+    spec = {"url": mock_a.url + "/v1", "trusted": True, "sanitize_response": True}
+    async with app_client(write_config(strict({"gpt": spec}))) as client:
+        error = await client.post(CHAT, json=BODY)
+        ok = await client.post(CHAT, json=BODY)
+    assert (error.status_code, error.content) == (500, LEAK)
+    assert ok.status_code == 200 and EXTRA_FIELD not in ok.json()
