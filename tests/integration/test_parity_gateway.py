@@ -140,3 +140,25 @@ def test_strict_router_refuses_unknown_paths_and_standardizes_errors(
     status, body = post(strict, "/v1/chat/completions", {"model": "gpt", "messages": []})
     assert status == 200
     assert json.loads(body)["model"] == "gpt"
+
+
+def test_strict_stream_that_only_sends_keepalives_is_served_not_retried(
+    strict: GatewayProcess, mock: MockUpstream
+):
+    # The upstream stalls after a few keep-alives: strict mode's peek sees no data and no
+    # error, so it serves the stream as it is (the client gets its headers and the kept blank
+    # lines) instead of failing over or waiting for the first token.
+    before = mock.request_count
+    mock.answer_next(
+        Canned(200, [b": keep-alive\n\n", b": keep-alive\n\n"], content_type="text/event-stream", stall=True)
+    )
+    body = {"model": "gpt", "messages": [], "stream": True}
+    with (
+        httpx.Client(timeout=15) as client,
+        client.stream("POST", f"http://{strict.host}:{strict.port}/v1/chat/completions", json=body) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        first = next(r.iter_raw())
+    assert first.strip() == b""  # comments are dropped in strict mode; their blank lines are kept
+    assert mock.request_count == before + 1
