@@ -215,3 +215,26 @@ def test_some_zero_weights_priority_pools_and_empty_pools_are_accepted():
         "empty": {"providers": []},
     }
     assert set(parse_config({"targets": ok}, "c.json").targets) == set(ok)
+
+
+def test_config_push_stores_a_config_with_unknown_fields_but_lists_them(tmp_path, capsys, monkeypatch):
+    import fakeredis
+    from fakeredis import aioredis as fake_aioredis
+
+    from onwards.config.sources import redis as redis_source
+
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(
+        redis_source, "connect_redis", lambda url, *, client_name=None: fake_aioredis.FakeRedis(server=server)
+    )
+    monkeypatch.delenv("ONWARDS_REDIS_PREFIX", raising=False)
+    path = write(tmp_path, TYPO)
+    assert run_config_command(["push", "-f", str(path), "--redis-url", "redis://fake:6379/0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"pushed {path} as version v1-")
+    assert err.strip() == (
+        f"onwards config: warning: {path}: unknown fields, ignored (check their spelling): "
+        "targets.m.rate_limt (did you mean 'rate_limit'?)"
+    )
+    assert run_config_command(["show", "--redis-url", "redis://fake:6379/0"]) == 0
+    assert "unknown fields, ignored (check their spelling): targets.m.rate_limt" in capsys.readouterr().out
