@@ -21,7 +21,7 @@ from onwards.proxy.headers import forwardable
 from onwards.proxy.plan import ActiveConfig, TargetPlan
 from onwards.proxy.routing import requested_model
 from onwards.reasoning import ReasoningRequest, Surface, check_contract, check_providers, reasoning_surface
-from onwards.strict.routes import StrictRoute
+from onwards.strict.routes import STRICT_ROUTES, StrictRoute
 from onwards.strict.validate import validate_request
 
 
@@ -97,8 +97,12 @@ class Intake:
         self.forward_headers = forward_headers
         self.request_id = request_id(request_id_in)
         self.rid_header = (b"x-request-id", self.request_id.encode())
-        # Strict mode's typed route (set by the app's dispatch), and the path it forwards to.
-        self.strict: StrictRoute | None = scope.get("onwards.strict")
+        # Strict mode's typed route, and the path it forwards to. The app's dispatch marks strict
+        # requests; the route is looked up from the path itself, so a request the gateway makes
+        # to itself from a marked one (a Responses adapter step) gets the route of its own path.
+        self.strict: StrictRoute | None = (
+            STRICT_ROUTES.get(scope["path"]) if scope.get("onwards.strict") is not None else None
+        )
         self.upstream_path: str | None = None
         self.path: str = scope["path"]
         # The canonical reasoning effort asked for, when the reasoning contract found one.

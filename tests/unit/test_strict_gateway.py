@@ -416,3 +416,16 @@ async def test_sanitize_response_is_ignored_in_strict_mode(write_config, mock_a)
         ok = await client.post(CHAT, json=BODY)
     assert (error.status_code, error.content) == (500, LEAK)
     assert ok.status_code == 200 and EXTRA_FIELD not in ok.json()
+
+
+async def test_strict_responses_through_the_adapter_steps_are_strict_chat_requests(write_config, mock_a):
+    # The outer /v1/responses request is checked against the Responses schema; the adapter's
+    # model steps (requests the gateway makes to itself) take the strict chat route.
+    config = strict({"gpt": {"url": mock_a.url + "/v1", "open_responses": {"adapter": True}}})
+    async with app_client(write_config(config)) as client:
+        bad = await client.post("/v1/responses", json={"model": "gpt"})
+        r = await client.post("/v1/responses", json={"model": "gpt", "input": "hello"})
+    assert bad.status_code == 422
+    assert r.status_code == 200, r.text
+    assert r.json()["object"] == "response"
+    assert [seen.path for seen in mock_a.requests] == ["/v1/chat/completions"]
