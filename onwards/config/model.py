@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onwards.config.open_responses import OpenResponsesSpec
+from onwards.edge.cors import CorsPolicy
+
+DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 300.0
 
 Scope = Literal["key", "target", "provider"]
 Strategy = Literal["weighted_random", "priority"]
@@ -78,6 +81,10 @@ class Provider:
     checks: tuple[Check, ...]  # provider-scope limits, admitted when this provider is tried
     label: str  # bounded metrics label, "<alias>/<index>"; never contains secrets
     open_responses_adapter: bool = False  # /v1/responses via Chat Completions (the first provider decides)
+    # Longest gap between two chunks of the upstream's response body.
+    stream_idle_timeout_secs: float = DEFAULT_STREAM_IDLE_TIMEOUT_SECS
+    # Egress proxy: a URL, False for a direct connection, None to follow HTTP(S)_PROXY/NO_PROXY.
+    proxy: str | Literal[False] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +131,7 @@ class Snapshot:
     http_pool: HttpPool = field(default_factory=HttpPool)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     max_body_bytes: int = 32 * 1024 * 1024
+    cors: CorsPolicy | None = None  # None: no CORS headers, preflights refused
     version: str = ""  # content hash for files, stored version for Redis
     origin: str = ""  # the file path or redis key it came from
     # The bytes it was parsed from (when it came from bytes), kept so a worker can hand the last
