@@ -775,7 +775,7 @@ class _TargetReader:
         """`proxy`: an http:// URL, or false for a direct connection whatever HTTP(S)_PROXY say."""
         value = f.raw("proxy")
         if value is None or value is False:
-            return value  # type: ignore[return-value]
+            return value
         url = self.loader.string(value, f.at("proxy"), non_empty=True, hint=" (or false for no proxy)")
         problem = check_proxy_url(url)
         if problem:
