@@ -27,6 +27,7 @@ from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
+from onwards.edge.drain import Drain, end_cut_response
 from onwards.gateway import Gateway
 from onwards.gc_tuning import tune_for_serving
 from onwards.limits import build_limiter
@@ -91,6 +92,9 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
     if settings.access_log and logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
         gateway.access_log = AccessLog(settings.log_format)
         gateway.access_log.flush_at_exit()
+    drain = gateway.drain = Drain(
+        settings.drain_secs, settings.shutdown_timeout_secs, settings.port, settings.run_dir
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -126,9 +130,13 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             follow_task = loop.create_task(follower.run(gateway.apply, gateway.refuse))
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, follower.trigger)
+        drain.install(loop)
         try:
             yield
         finally:
+            cut = await drain.finish()
+            if cut:
+                gateway.metrics.requests_cut(cut)
             if follow_task is not None:
                 follow_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -156,6 +164,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
         )
 
     async def ready(_: Request) -> Response:
+        if drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not gateway.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         limiter = gateway.limiter
@@ -212,11 +222,25 @@ class OnwardsApp:
         self.starlette = starlette
         self.proxy = proxy
         self.gateway = gateway
+        self.in_flight = gateway.drain.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
-                await self.proxy(scope, receive, send)
+                # Tracked so a drain can wait for it, and cut it past the shutdown timeout.
+                task = asyncio.current_task()
+                assert task is not None
+                in_flight = self.in_flight
+                in_flight.add(task)
+                try:
+                    await self.proxy(scope, receive, send)
+                except asyncio.CancelledError:
+                    if not self.gateway.drain.cutting:
+                        raise
+                    # Cut at shutdown: the handler logged and released; the response must end.
+                    await end_cut_response(send)
+                finally:
+                    in_flight.discard(task)
                 return
         await self.starlette(scope, receive, send)

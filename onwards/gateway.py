@@ -16,6 +16,7 @@ import aiohttp
 from onwards.access_log import AccessLog
 from onwards.config.last_good import write_last_good
 from onwards.config.model import HttpPool, Snapshot
+from onwards.edge.drain import Drain
 from onwards.limits.base import Limiter
 from onwards.metrics import Metrics
 from onwards.proxy.client import IdleCappedConnector
@@ -39,6 +40,7 @@ class Gateway:
         # For previous_response_id; the lifespan puts it in Redis when the gateway has Redis.
         self.responses_store: ResponseStore = MemoryResponseStore(settings.responses_ttl_secs)
         self._background: set[asyncio.Task[Any]] = set()
+        self.drain = Drain(0, 0, settings.port, None)  # the app sets the configured one
 
     @property
     def ready(self) -> bool:

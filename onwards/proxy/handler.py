@@ -42,6 +42,10 @@ class ProxyHandler:
         path: str = scope["path"]
         try:
             request_id, status = await self._serve(scope, receive, send, outcome)
+        except asyncio.CancelledError:
+            if gw.drain.cutting:
+                outcome.error = "cut at shutdown"
+            raise
         finally:
             elapsed = time.perf_counter() - started
             route = route_group(path)
