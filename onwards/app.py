@@ -28,6 +28,7 @@ from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
 from onwards.edge.drain import Drain, end_cut_response
+from onwards.edge.front import answer_preflight, check_path, is_preflight, with_cors
 from onwards.gateway import Gateway
 from onwards.gc_tuning import tune_for_serving
 from onwards.limits import build_limiter
@@ -226,6 +227,16 @@ class OnwardsApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            gateway = self.gateway
+            if not await check_path(scope, send, gateway.metrics):
+                return
+            active = gateway.active
+            cors = active.snapshot.cors if active is not None else None
+            if scope["method"] == "OPTIONS" and is_preflight(scope):
+                await answer_preflight(scope, send, cors, gateway.metrics)
+                return
+            if cors is not None:
+                send = with_cors(scope, send, cors)
             path: str = scope["path"]
             if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
                 # Tracked so a drain can wait for it, and cut it past the shutdown timeout.

@@ -8,6 +8,7 @@ does not build is time a request does not pay. The stages it hands the request t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -60,7 +61,7 @@ class ProxyHandler:
         assert active is not None  # the server only routes requests here once the lifespan has started
         request = Intake(scope)
         try:
-            await request.read(receive, active, gw.metrics, outcome)
+            await request.read(receive, active, gw.metrics, outcome, gw.settings.body_timeout_secs)
         except GatewayError as exc:
             outcome.error = str(exc)
             await send_error(send, exc, request.rid_header)

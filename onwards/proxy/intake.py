@@ -5,6 +5,7 @@ GatewayError; a client that leaves while sending its body raises ClientGone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from starlette.types import Receive, Scope
@@ -70,10 +71,26 @@ class Intake:
         self.request_id = request_id(request_id_in)
         self.rid_header = (b"x-request-id", self.request_id.encode())
 
-    async def read(self, receive: Receive, active: ActiveConfig, metrics: Metrics, outcome: Outcome) -> None:
+    async def read(
+        self,
+        receive: Receive,
+        active: ActiveConfig,
+        metrics: Metrics,
+        outcome: Outcome,
+        body_timeout: float,
+    ) -> None:
         """Read the body and resolve model, target and key, or raise the client's error."""
         snapshot = active.snapshot
-        self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
+        try:
+            # A client that trickles its body would hold a connection and a task for as long as
+            # it likes; past --body-timeout-secs it gets 408 and the connection closes.
+            async with asyncio.timeout(body_timeout):
+                self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
+        except TimeoutError:
+            metrics.edge_refused("body_timeout")
+            raise GatewayError(
+                408, errors.BODY_TIMEOUT, log=f"request body not received within {body_timeout:g} s"
+            ) from None
         model, self.decoded = requested_model(self.override, self.body)
         tplan = active.targets.get(model)
         if tplan is None:

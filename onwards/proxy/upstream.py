@@ -107,8 +107,12 @@ async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[Upstream
     """Send the request to `pplan`; the response (headers read) and the seconds to its first byte."""
     scope = ex.scope
     headers = _headers(ex.request, pplan)
-    raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    # The canonical path the front checked (onwards/edge/front.py); the raw one when the app is
+    # driven without it.
+    path = scope.get("onwards.path")
+    if path is None:
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
     url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
     method = scope["method"]
     data = body if body else None

@@ -145,6 +145,7 @@ def test_limiter_state_and_config_version(mp_dir):
         ("config_reload", ("maybe",)),
         ("config_version", ("",)),
         ("auth_failure", ("expired",)),
+        ("edge_refused", ("slow",)),
         ("streamed", ("gpt/0", -1, 0)),
     ],
 )
@@ -168,7 +169,7 @@ def test_prefix_applies_to_every_metric(mp_dir):
         "gw_requests", "gw_request_duration_seconds", "gw_requests_in_flight", "gw_upstream_requests",
         "gw_upstream_ttfb_seconds", "gw_upstream_errors", "gw_limit_rejections", "gw_limiter_redis_errors",
         "gw_limiter_circuit_open", "gw_fallback_attempts", "gw_config_reloads", "gw_config_active",
-        "gw_streamed_bytes", "gw_sse_events", "gw_auth_failures",
+        "gw_streamed_bytes", "gw_sse_events", "gw_auth_failures", "gw_requests_cut", "gw_edge_refusals",
     }  # fmt: skip
 
 
