@@ -22,6 +22,7 @@ from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import write_last_good
 from onwards.config.model import Snapshot
 from onwards.edge.drain import CUT_CLEANUP_S, cut_total
+from onwards.edge.limits import default_backpressure, raise_open_file_limit
 from onwards.edge.ports import port_problem
 from onwards.edge.worker import MAIN_PID_ENV, serve_worker
 from onwards.logging_setup import configure_logging
@@ -180,6 +181,9 @@ def serve(settings: Settings) -> int:
     from granian.log import LogLevels
     from granian.server import Server
 
+    open_files = raise_open_file_limit()
+    backpressure = settings.backpressure or default_backpressure(open_files)
+    log.info("each worker holds up to %d connections (open-file limit %d)", backpressure, open_files)
     os.environ[SETTINGS_ENV] = settings.to_env()
     os.environ[MAIN_PID_ENV] = str(os.getpid())
     exporter = None
@@ -205,9 +209,9 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
         backlog=settings.backlog,
-        # Granian's default (backlog / workers) counts idle keep-alive connections from load
-        # balancers and long streams; with it, a few hundred open streams starve new requests.
-        backpressure=settings.backpressure,
+        # Backpressure counts idle, slow and streaming connections alike; Granian's default
+        # (backlog / workers) lets a few hundred of them starve new requests (onwards/edge/limits.py).
+        backpressure=backpressure,
         respawn_failed_workers=True,
         log_level=LogLevels(settings.log_level),
         log_access=False,

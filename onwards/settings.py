@@ -127,13 +127,15 @@ class Settings:
     )
     access_log: bool = _opt(True, "--access-log", kind="bool", help="one line per request")
     backlog: int = _opt(2048, "--backlog", kind="int", minimum=1, metavar="N", help="listen backlog")
-    backpressure: int = _opt(
-        4096,
+    # None: derived from the open-file limit at start (onwards/edge/limits.py).
+    backpressure: int | None = _opt(
+        None,
         "--backpressure",
         kind="int",
         minimum=1,
         metavar="N",
-        help="connections one worker serves at once before new ones wait",
+        shown_default="auto",
+        help="connections one worker serves at once before new ones wait (auto: half the open-file limit)",
     )
     reuse_port: bool = _opt(
         False,
