@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from tests.support.mock_upstream import CHUNK_DELAY_HEADER, CHUNKS_HEADER, MockUpstream
+from tests.support.mock_upstream import CHUNK_DELAY_HEADER, CHUNKS_HEADER, HANG_HEADER, MockUpstream
 from tests.support.processes import REPO_ROOT, GatewayProcess, _proc_stat, free_port, http_status, wait_until
 
 pytestmark = pytest.mark.integration
@@ -197,6 +197,41 @@ def test_a_stream_past_the_shutdown_timeout_is_cut_logged_and_releases_its_permi
     finally:
         client.close()
         gateway.close()
+
+
+def test_a_request_still_waiting_for_its_upstream_gets_503_when_cut(config_path: Path):
+    gateway = GatewayProcess(
+        config_path, workers=1, extra_args=["--drain-secs", "0.1", "--shutdown-timeout-secs", "0.5"]
+    ).start()
+    answer: dict[str, httpx.Response] = {}
+
+    def call() -> None:
+        answer["r"] = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "open", "messages": []},
+            headers={HANG_HEADER: "1"},
+            timeout=60,
+        )
+
+    try:
+        thread = threading.Thread(target=call, daemon=True)
+        thread.start()
+        wait_until(lambda: _waiting(gateway), timeout=20)
+        gateway.send_signal(signal.SIGTERM)
+        thread.join(60)
+        r = answer["r"]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+        assert gateway._proc is not None and gateway._proc.wait(60) == 3
+    finally:
+        gateway.close()
+
+
+def _waiting(gateway: GatewayProcess) -> bool:
+    metrics = httpx.get(gateway.metrics_url, timeout=5).text
+    return any(
+        ln.startswith("onwards_requests_in_flight ") and float(ln.split()[-1]) >= 1
+        for ln in metrics.splitlines()
+    )
 
 
 def test_reuse_port_allows_sharing_on_purpose(config_path: Path):
