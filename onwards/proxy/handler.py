@@ -45,6 +45,8 @@ class ProxyHandler:
             request_id, status = await self._serve(scope, receive, send, outcome)
         except asyncio.CancelledError:
             if gw.drain.cutting:
+                # Logged and counted as the gateway's 503, whatever part of the answer had gone out.
+                status = 503
                 outcome.error = "cut at shutdown"
             raise
         finally:
