@@ -221,3 +221,71 @@ def test_provider_proxy_wins_over_the_environment(mock: MockUpstream, tmp_path: 
             r = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=10)
             assert r.status_code == 200, time.monotonic() - started
         assert proxy.connections == 1
+
+
+class _TlsUpstream:
+    """A tiny HTTPS upstream (self-signed for 127.0.0.1) answering any POST with a chat completion."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        import http.server
+        import ssl
+        import threading
+
+        body = json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode()
+        seen: list[str] = []
+        self.seen = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # the stdlib calls it by this name
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                seen.append(self.path)
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_https_upstream_goes_through_the_proxy_with_connect(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    upstream = _TlsUpstream(cert, key)
+    try:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({"targets": {"open": {"url": f"https://127.0.0.1:{upstream.port}/v1"}}}))
+        with ForwardProxy() as proxy:
+            env = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "", "no_proxy": "", "SSL_CERT_FILE": str(cert)}
+            with GatewayProcess(path, workers=1, env=env) as gateway, httpx.Client(timeout=10) as client:
+                for _ in range(3):
+                    r = client.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+                    assert r.status_code == 200, r.text
+            assert proxy.first_lines == [f"CONNECT 127.0.0.1:{upstream.port} HTTP/1.1"]
+            assert upstream.seen == ["/v1/chat/completions"] * 3
+    finally:
+        upstream.close()
