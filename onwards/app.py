@@ -1,8 +1,9 @@
 """The ASGI application one Granian worker runs, and the worker lifespan that wires its parts.
 
-Starlette serves the small routes (/health, /ready, /v1/models) and owns the lifespan; the
-proxy path (/v1/* otherwise) is dispatched before Starlette's router, straight to the raw
-ASGI ProxyHandler, because it is the hot path.
+Every HTTP request first passes the front (onwards/edge/front.py: the path check, CORS). Starlette
+serves the small routes (/health, /ready, /v1/models) and owns the lifespan; the proxy path (/v1/*
+otherwise) is dispatched before Starlette's router, straight to the raw ASGI ProxyHandler, because it
+is the hot path, and is tracked so a graceful drain (onwards/edge/drain.py) can wait for it or cut it.
 """
 
 from __future__ import annotations
@@ -239,19 +240,22 @@ class OnwardsApp:
                 send = with_cors(scope, send, cors)
             path: str = scope["path"]
             if path.startswith("/v1/") and not (path == "/v1/models" and scope["method"] == "GET"):
-                # Tracked so a drain can wait for it, and cut it past the shutdown timeout.
-                task = asyncio.current_task()
-                assert task is not None
-                in_flight = self.in_flight
-                in_flight.add(task)
-                try:
-                    await self.proxy(scope, receive, send)
-                except asyncio.CancelledError:
-                    if not self.gateway.drain.cutting:
-                        raise
-                    # Cut at shutdown: the handler logged and released; the response must end.
-                    await end_cut_response(send)
-                finally:
-                    in_flight.discard(task)
+                await self._proxy(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Tracked so a drain can wait for it, and cut it past the shutdown timeout.
+        task = asyncio.current_task()
+        assert task is not None
+        in_flight = self.in_flight
+        in_flight.add(task)
+        try:
+            await self.proxy(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.gateway.drain.cutting:
+                raise
+            # Cut at shutdown: the handler logged and released; the response must still end.
+            await end_cut_response(send)
+        finally:
+            in_flight.discard(task)
