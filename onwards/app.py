@@ -133,9 +133,11 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, follower.trigger)
         drain.install(loop)
+        gateway.body_watch.start()
         try:
             yield
         finally:
+            await gateway.body_watch.stop()
             cut = await drain.finish()
             if cut:
                 gateway.metrics.requests_cut(cut)

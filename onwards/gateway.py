@@ -17,6 +17,7 @@ from onwards.access_log import AccessLog
 from onwards.config.last_good import write_last_good
 from onwards.config.model import HttpPool, Snapshot
 from onwards.edge.drain import Drain
+from onwards.edge.slow import BodyWatch
 from onwards.limits.base import Limiter
 from onwards.metrics import Metrics
 from onwards.proxy.client import IdleCappedConnector
@@ -41,6 +42,7 @@ class Gateway:
         self.responses_store: ResponseStore = MemoryResponseStore(settings.responses_ttl_secs)
         self._background: set[asyncio.Task[Any]] = set()
         self.drain = Drain(0, 0, settings.port, None)  # the app sets the configured one
+        self.body_watch = BodyWatch(settings.body_timeout_secs)
 
     @property
     def ready(self) -> bool:

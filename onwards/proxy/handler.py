@@ -63,7 +63,7 @@ class ProxyHandler:
         assert active is not None  # the server only routes requests here once the lifespan has started
         request = Intake(scope)
         try:
-            await request.read(receive, active, gw.metrics, outcome, gw.settings.body_timeout_secs)
+            await request.read(receive, active, gw.metrics, outcome, gw.body_watch)
         except GatewayError as exc:
             outcome.error = str(exc)
             await send_error(send, exc, request.rid_header)

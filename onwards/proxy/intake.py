@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope
 
 from onwards import errors
 from onwards.config.model import KeyDefinition
+from onwards.edge.slow import BodyWatch
 from onwards.errors import GatewayError
 from onwards.metrics import Metrics
 from onwards.proxy.auth import authenticate, bearer_token
@@ -77,20 +78,29 @@ class Intake:
         active: ActiveConfig,
         metrics: Metrics,
         outcome: Outcome,
-        body_timeout: float,
+        body_watch: BodyWatch,
     ) -> None:
         """Read the body and resolve model, target and key, or raise the client's error."""
         snapshot = active.snapshot
+        # A client that trickles its body would hold a connection and a task for as long as it
+        # likes; past --body-timeout-secs the worker's sweeper cancels the read: 408, and the
+        # connection closes (its unread body cannot be skipped).
+        task = asyncio.current_task()
+        assert task is not None
+        body_watch.begin(task)
         try:
-            # A client that trickles its body would hold a connection and a task for as long as
-            # it likes; past --body-timeout-secs it gets 408 and the connection closes.
-            async with asyncio.timeout(body_timeout):
-                self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
-        except TimeoutError:
+            self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
+        except asyncio.CancelledError:
+            if not body_watch.end(task):
+                raise
+            task.uncancel()
             metrics.edge_refused("body_timeout")
             raise GatewayError(
-                408, errors.BODY_TIMEOUT, log=f"request body not received within {body_timeout:g} s"
+                408,
+                errors.BODY_TIMEOUT,
+                log=f"request body not received within {body_watch.timeout_secs:g} s",
             ) from None
+        body_watch.end(task)
         model, self.decoded = requested_model(self.override, self.body)
         tplan = active.targets.get(model)
         if tplan is None:
