@@ -34,6 +34,8 @@ granian_stop: Callable[[], None] | None = None
 # Set by the app: what to do, on the event loop, when the main process is gone.
 on_parent_gone: Callable[[], None] | None = None
 _loop: Any = None
+# True in a process started by serve_worker: a drain is then expected to work.
+in_onwards_worker = False
 
 
 def _hook_granian_signals() -> None:
@@ -70,6 +72,8 @@ def serve_worker(*args: Any, **kwargs: Any) -> None:
     """Granian's spawn target for one worker: the hooks above, then Granian's ASGI lifespan worker."""
     from granian.server.mp import MPServer
 
+    global in_onwards_worker
+    in_onwards_worker = True
     _hook_granian_signals()
     # The pid the CLI recorded: a parent that died before this line is noticed too (ppid is then 1).
     parent = int(os.environ.get(MAIN_PID_ENV) or os.getppid())
