@@ -1,4 +1,5 @@
-"""`onwards`: validate the config, prepare metrics, then run Granian with N workers of the app.
+"""`onwards`: refuse a busy port, validate the config, prepare metrics, then run Granian with N
+workers of the app (onwards/edge/worker.py); the exit status says whether the stop cut requests.
 
 Every flag can also be set with an ONWARDS_* environment variable (the flag wins).
 """
@@ -218,7 +219,8 @@ def serve(settings: Settings) -> int:
         # Granian's own lines (worker spawn, respawn, crash) in the same format as ours.
         log_dictconfig=_granian_log_config(settings.log_format),
         # hyper's header read timeout also bounds the wait for the next request on an idle
-        # keep-alive connection, so idle and slow-header connections do not hold a slot forever.
+        # keep-alive connection. (A connection that never sends a byte is not covered: hyper starts
+        # the timer at the first byte; docs/operations.md.)
         http1_settings=HTTP1Settings(
             header_read_timeout=max(1, round(settings.keepalive_timeout_secs * 1000))
         ),
