@@ -135,7 +135,7 @@ def test_bad_flags_and_environment_give_one_line(config_path: Path, args, env, w
 
 def test_sigterm_drains_then_lets_a_stream_finish(config_path: Path):
     gateway = GatewayProcess(
-        config_path, workers=2, extra_args=["--drain-secs", "3", "--shutdown-timeout-secs", "30"]
+        config_path, workers=2, extra_args=["--drain-secs", "5", "--shutdown-timeout-secs", "30"]
     ).start()
     try:
         stream = StreamReader(gateway.url, "open", chunks=8, chunk_delay=0.5)
