@@ -1,10 +1,12 @@
 """The ASGI application one Granian worker runs, and the worker lifespan that wires its parts.
 
-Starlette serves the gateway's own routes (/health, /ready, /models, /v1/models and
-/v1/models/{id}; other methods there get 405) and owns the lifespan. Every other path, with or
-without /v1, is proxied: it is dispatched before Starlette's router, straight to the raw ASGI
-ProxyHandler, because it is the hot path. In strict mode only the typed routes are proxied
-(strict/routes.py); any other path is 404 and nothing is forwarded.
+Every HTTP request first passes the front (onwards/edge/front.py: the path check, CORS). Starlette
+serves the gateway's own routes (/health, /ready, /models, /v1/models and /v1/models/{id}; other
+methods there get 405) and owns the lifespan. Every other path, with or without /v1, is proxied: it
+is dispatched before Starlette's router, straight to the raw ASGI ProxyHandler, because it is the
+hot path, and is tracked so a graceful drain (onwards/edge/drain.py) can wait for it or cut it. In
+strict mode only the typed routes are proxied (strict/routes.py); any other path is 404 and nothing
+is forwarded.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import load_last_good
 from onwards.config.model import Snapshot
 from onwards.config.sources.base import ConfigFollower
+from onwards.edge.drain import Drain, end_cut_response
+from onwards.edge.front import answer_preflight, check_path, is_preflight, with_cors
 from onwards.gateway import Gateway
 from onwards.gc_tuning import tune_for_serving
 from onwards.limits import build_limiter
@@ -96,6 +100,9 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
     if settings.access_log and logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO):
         gateway.access_log = AccessLog(settings.log_format)
         gateway.access_log.flush_at_exit()
+    drain = gateway.drain = Drain(
+        settings.drain_secs, settings.shutdown_timeout_secs, settings.port, settings.run_dir
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -132,9 +139,15 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             follow_task = loop.create_task(follower.run(gateway.apply, gateway.refuse))
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signal.SIGHUP, follower.trigger)
+        drain.install(loop)
+        gateway.body_watch.start()
         try:
             yield
         finally:
+            await gateway.body_watch.stop()
+            cut = await drain.finish()
+            if cut:
+                gateway.metrics.requests_cut(cut)
             if follow_task is not None:
                 follow_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -164,6 +177,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
         )
 
     async def ready(_: Request) -> Response:
+        if drain.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not gateway.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         limiter = gateway.limiter
@@ -258,9 +273,20 @@ class OnwardsApp:
         self.starlette = starlette
         self.proxy = proxy
         self.gateway = gateway
+        self.in_flight = gateway.drain.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            gateway = self.gateway
+            if not await check_path(scope, send, gateway.metrics):
+                return
+            active = gateway.active
+            cors = active.snapshot.cors if active is not None else None
+            if scope["method"] == "OPTIONS" and is_preflight(scope):
+                await answer_preflight(scope, send, cors, gateway.metrics)
+                return
+            if cors is not None:
+                send = with_cors(scope, send, cors)
             path: str = scope["path"]
             if self.gateway.strict_mode:
                 # The typed router: only its routes reach the proxy; nothing else is forwarded.
@@ -270,15 +296,31 @@ class OnwardsApp:
                         await send_json(send, 405, errors.METHOD_NOT_ALLOWED, ((b"allow", b"POST"),))
                         return
                     scope["onwards.strict"] = route
-                    await self.proxy(scope, receive, send)
+                    await self._proxy(scope, receive, send)
                     return
                 if not is_own_path(path):
                     await send_json(send, 404, errors.NOT_FOUND)
                     return
             elif not is_own_path(path):
-                await self.proxy(scope, receive, send)
+                await self._proxy(scope, receive, send)
                 return
         await self.starlette(scope, receive, send)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Tracked so a drain can wait for it, and cut it past the shutdown timeout.
+        task = asyncio.current_task()
+        assert task is not None
+        in_flight = self.in_flight
+        in_flight.add(task)
+        try:
+            await self.proxy(scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.gateway.drain.cutting:
+                raise
+            # Cut at shutdown: the handler logged and released; the response must still end.
+            await end_cut_response(send)
+        finally:
+            in_flight.discard(task)
 
 
 async def send_json(

@@ -1,4 +1,5 @@
-"""`onwards`: validate the config, prepare metrics, then run Granian with N workers of the app.
+"""`onwards`: refuse a busy port, validate the config, prepare metrics, then run Granian with N
+workers of the app (onwards/edge/worker.py); the exit status says whether the stop cut requests.
 
 Every flag can also be set with an ONWARDS_* environment variable (the flag wins).
 """
@@ -9,6 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import sys
@@ -20,10 +22,17 @@ from onwards import __version__
 from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import write_last_good
 from onwards.config.model import Snapshot
+from onwards.edge.drain import CUT_CLEANUP_S, cut_total
+from onwards.edge.limits import default_backpressure, raise_open_file_limit
+from onwards.edge.ports import port_problem
+from onwards.edge.worker import MAIN_PID_ENV, serve_worker
 from onwards.logging_setup import configure_logging
 from onwards.settings import SETTINGS_ENV, Option, Settings, cli_default, env_name, options
 
 log = logging.getLogger("onwards.cli")
+
+# Exit status when the gateway stopped but cut requests still in flight at the shutdown timeout.
+EXIT_CUT = 3
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -169,10 +178,15 @@ def _granian_log_config(log_format: str) -> dict[str, object]:
 
 def serve(settings: Settings) -> int:
     from granian.constants import Interfaces, Loops
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import Server
 
+    open_files = raise_open_file_limit()
+    backpressure = settings.backpressure or default_backpressure(open_files)
+    log.info("each worker holds up to %d connections (open-file limit %d)", backpressure, open_files)
     os.environ[SETTINGS_ENV] = settings.to_env()
+    os.environ[MAIN_PID_ENV] = str(os.getpid())
     exporter = None
     own_dir: str | None = None
     if settings.metrics:
@@ -196,23 +210,36 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         loop=Loops.uvloop if sys.platform != "win32" else Loops.asyncio,
         backlog=settings.backlog,
-        # Granian's default (backlog / workers) counts idle keep-alive connections from load
-        # balancers and long streams; with it, a few hundred open streams starve new requests.
-        backpressure=settings.backpressure,
+        # Backpressure counts idle, slow and streaming connections alike; Granian's default
+        # (backlog / workers) lets a few hundred of them starve new requests (onwards/edge/limits.py).
+        backpressure=backpressure,
         respawn_failed_workers=True,
         log_level=LogLevels(settings.log_level),
         log_access=False,
         # Granian's own lines (worker spawn, respawn, crash) in the same format as ours.
         log_dictconfig=_granian_log_config(settings.log_format),
-        workers_kill_timeout=30,
+        # hyper's header read timeout also bounds the wait for the next request on an idle
+        # keep-alive connection. (A connection that never sends a byte is not covered: hyper starts
+        # the timer at the first byte; docs/operations.md.)
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, round(settings.keepalive_timeout_secs * 1000))
+        ),
+        # A worker drains, then waits for its requests, then cuts them; past that it is killed.
+        workers_kill_timeout=math.ceil(
+            settings.drain_secs + settings.shutdown_timeout_secs + CUT_CLEANUP_S + 3
+        ),
     )
     try:
-        server.serve()
+        server.serve(spawn_target=serve_worker)
     finally:
         if exporter is not None:
             stop_exporter(exporter)
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+    cut = cut_total(settings.run_dir) if settings.run_dir else 0
+    if cut:
+        log.error("%d request%s cut at shutdown (past --shutdown-timeout-secs)", cut, "" if cut == 1 else "s")
+        return EXIT_CUT
     return 0
 
 
@@ -225,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = settings_from_args(args, parser)
+    if not settings.reuse_port:
+        problem = port_problem(settings.host, settings.port)
+        if problem:
+            print(f"onwards: error: {problem}", file=sys.stderr)
+            return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         snapshot = _validate_config(settings)
@@ -247,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         last_good = os.path.join(run_dir, "last-good-config.json")
         write_last_good(last_good, snapshot)
-        settings = dataclasses.replace(settings, last_good_path=last_good)
+        settings = dataclasses.replace(settings, last_good_path=last_good, run_dir=run_dir)
         return serve(settings)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -61,6 +61,15 @@ LIMITER_UNAVAILABLE = error_body(
     "internal_error",
     "limiter_unavailable",
 )
+BODY_TIMEOUT = error_body(
+    "The request body was not received in time.", "invalid_request_error", "request_timeout"
+)
+BAD_PATH = error_body(
+    "The request path is not allowed: it must not hold '.' or '..' segments, encoded slashes or "
+    "backslashes, in any encoding.",
+    "invalid_request_error",
+    "invalid_path",
+)
 NOT_FOUND = error_body("Not found.", "invalid_request_error", "not_found")
 METHOD_NOT_ALLOWED = error_body(
     "Method not allowed on this path.", "invalid_request_error", "method_not_allowed"

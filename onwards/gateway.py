@@ -16,6 +16,8 @@ import aiohttp
 from onwards.access_log import AccessLog
 from onwards.config.last_good import write_last_good
 from onwards.config.model import HttpPool, Snapshot
+from onwards.edge.drain import Drain
+from onwards.edge.slow import BodyWatch
 from onwards.limits.base import Limiter
 from onwards.metrics import Metrics
 from onwards.proxy.client import IdleCappedConnector
@@ -45,6 +47,8 @@ class Gateway:
         self.tracing: Tracing | None = None  # OTLP export, when configured (onwards/trace.py)
         # Attempts in flight per provider label in this worker, for least-connections selection.
         self.provider_in_flight: dict[str, int] = {}
+        self.drain = Drain(0, 0, settings.port, None)  # the app sets the configured one
+        self.body_watch = BodyWatch(settings.body_timeout_secs)
 
     @property
     def ready(self) -> bool:

@@ -42,6 +42,7 @@ LIMIT_KINDS = ("rate", "concurrency")
 LIMITER_STATES = {"closed": 0.0, "open": 1.0}
 RELOAD_RESULTS = ("ok", "error")
 AUTH_FAILURE_REASONS = ("missing", "invalid")
+EDGE_REFUSAL_REASONS = ("path", "body_timeout", "preflight")
 
 _PREFIX = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
@@ -97,6 +98,12 @@ class Metrics:
         """A retry was given up because its pause would exceed max_total_backoff_ms."""
 
     def auth_failure(self, reason: str) -> None:
+        pass
+
+    def requests_cut(self, count: int) -> None:
+        pass
+
+    def edge_refused(self, reason: str) -> None:
         pass
 
 
@@ -304,7 +311,20 @@ class PrometheusMetrics(Metrics):
             registry=None,
         )
 
+        self._cut = Counter(
+            p + "requests_cut",
+            "Requests and streams still in flight at the shutdown timeout, cut.",
+            registry=None,
+        )
+        self._edge = Counter(
+            p + "edge_refusals",
+            "Requests refused before routing, by reason (path, body_timeout, preflight).",
+            ("reason",),
+            registry=None,
+        )
+
         # Closed label sets are bound now; open but bounded ones on first use.
+        self._edge_children = {r: self._edge.labels(r) for r in EDGE_REFUSAL_REASONS}
         self._rejection_children = {
             (s, k): self._rejections.labels(s, k) for s in LIMIT_SCOPES for k in LIMIT_KINDS
         }
@@ -433,6 +453,15 @@ class PrometheusMetrics(Metrics):
         child = self._auth_children.get(reason)
         if child is None:
             raise ValueError(f"auth failure reason must be one of {AUTH_FAILURE_REASONS}, got {reason!r}")
+        child.inc()
+
+    def requests_cut(self, count: int) -> None:
+        self._cut.inc(count)
+
+    def edge_refused(self, reason: str) -> None:
+        child = self._edge_children.get(reason)
+        if child is None:
+            raise ValueError(f"edge refusal reason must be one of {EDGE_REFUSAL_REASONS}, got {reason!r}")
         child.inc()
 
 

@@ -127,13 +127,53 @@ class Settings:
     )
     access_log: bool = _opt(True, "--access-log", kind="bool", help="one line per request")
     backlog: int = _opt(2048, "--backlog", kind="int", minimum=1, metavar="N", help="listen backlog")
-    backpressure: int = _opt(
-        4096,
+    # None: derived from the open-file limit at start (onwards/edge/limits.py).
+    backpressure: int | None = _opt(
+        None,
         "--backpressure",
         kind="int",
         minimum=1,
         metavar="N",
-        help="connections one worker serves at once before new ones wait",
+        shown_default="auto",
+        help="connections one worker serves at once before new ones wait (auto: half the open-file limit)",
+    )
+    reuse_port: bool = _opt(
+        False,
+        "--reuse-port",
+        kind="bool",
+        help="share the listen port with a process already bound to it (off: a busy port stops the start)",
+    )
+    body_timeout_secs: float = _opt(
+        30.0,
+        "--body-timeout-secs",
+        kind="float",
+        minimum=0.001,
+        metavar="S",
+        help="longest time to receive a request body; a slower one gets 408",
+    )
+    keepalive_timeout_secs: float = _opt(
+        30.0,
+        "--keepalive-timeout-secs",
+        kind="float",
+        minimum=0.001,
+        metavar="S",
+        help="longest wait for the next request's headers on a connection (idle keep-alive and slow headers)",
+    )
+    drain_secs: float = _opt(
+        5.0,
+        "--drain-secs",
+        kind="float",
+        minimum=0,
+        metavar="S",
+        help="after SIGTERM: /ready answers 503 while new connections are still served for this long",
+    )
+    shutdown_timeout_secs: float = _opt(
+        30.0,
+        "--shutdown-timeout-secs",
+        kind="float",
+        minimum=0,
+        metavar="S",
+        help="after the drain: how long requests and streams in flight may finish before they are cut",
     )
     # Freeze the loaded app and raise the collector's threshold in each worker (gc_tuning.py). Off
     # unless the CLI turns it on: an app embedded in another process leaves its collector alone.
@@ -148,6 +188,8 @@ class Settings:
     # worker that applies a new one), so a worker that starts while the file is broken serves it.
     # Internal: set by the CLI, not a flag.
     last_good_path: str | None = None
+    # Internal: the CLI's run directory, where each worker reports how many requests it cut at shutdown.
+    run_dir: str | None = None
 
     def to_env(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onwards.config.open_responses import OpenResponsesSpec
+from onwards.edge.cors import CorsPolicy
+
+DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 300.0
 
 Scope = Literal["key", "target", "provider"]
 Strategy = Literal["weighted_random", "priority"]
@@ -126,6 +129,10 @@ class Provider:
     # traceparent/tracestate go to this provider (`propagate_trace_context`, else `trusted`).
     propagate_trace_context: bool = False
     reasoning_translation: ReasoningTranslation | None = None
+    # Longest gap between two chunks of the upstream's response body.
+    stream_idle_timeout_secs: float = DEFAULT_STREAM_IDLE_TIMEOUT_SECS
+    # Egress proxy: a URL, False for a direct connection, None to follow HTTP(S)_PROXY/NO_PROXY.
+    proxy: str | Literal[False] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,7 @@ class Snapshot:
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     max_body_bytes: int = 32 * 1024 * 1024
     strict_mode: bool = False  # read at start only: a reload cannot switch routers
+    cors: CorsPolicy | None = None  # None: no CORS headers, preflights refused
     version: str = ""  # content hash for files, stored version for Redis
     origin: str = ""  # the file path or redis key it came from
     # Fields no part of the config knows, as paths (with a spelling hint when one is close).

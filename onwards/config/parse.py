@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import Literal, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -37,6 +37,7 @@ from onwards.config.duplicates import first_duplicate_key
 from onwards.config.env import EnvReferenceError, expand_env
 from onwards.config.errors import ConfigError
 from onwards.config.model import (
+    DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
     Backoff,
     Check,
     ConcurrencyCheck,
@@ -55,6 +56,8 @@ from onwards.config.model import (
 from onwards.config.open_responses import OpenResponsesSpec
 from onwards.config.reasoning import read_translation
 from onwards.config.rules import check_redirects, read_rules
+from onwards.edge.cors import parse_cors
+from onwards.edge.egress import check_proxy_url
 
 log = logging.getLogger("onwards.config")
 
@@ -311,6 +314,9 @@ class _Loader:
         if lim is not None:
             limits = self.limits(lim)
 
+        cors_value = top.raw("cors")
+        cors = None if cors_value is None else parse_cors(cors_value, top.at("cors"), self.fail)
+
         max_body = top.raw("max_body_bytes")
         max_body_bytes = (
             DEFAULT_MAX_BODY_BYTES
@@ -326,6 +332,7 @@ class _Loader:
             limits=limits,
             max_body_bytes=max_body_bytes,
             strict_mode=strict_mode,
+            cors=cors,
         )
 
     def limits(self, f: _Fields) -> LimitsSettings:
@@ -574,6 +581,8 @@ class _TargetReader:
         # Provider limiter ids already used in this pool -> how often (see provider()).
         self.limiter_ids: dict[str, int] = {}
         self.single_responses: OpenResponsesSpec | None = None
+        # A pool's stream_idle_timeout_secs is the default of its providers.
+        self.stream_idle_default = DEFAULT_STREAM_IDLE_TIMEOUT_SECS
 
     def read(self, spec: object) -> Target:
         if isinstance(spec, dict):
@@ -602,6 +611,9 @@ class _TargetReader:
         checks = loader.checks(f, "target", f"target:{self.alias}")
         headers = loader.headers(f, "response_headers")
         sanitize = f.optional_bool("sanitize_response", False)
+        idle = f.raw("stream_idle_timeout_secs")
+        if idle is not None:
+            self.stream_idle_default = loader.positive_number(idle, f.at("stream_idle_timeout_secs"))
         trusted = f.optional_bool("trusted", False)
         rules = read_rules(loader, f)
         responses = open_responses.read_target(loader, f)
@@ -807,6 +819,13 @@ class _TargetReader:
             if timeout_value is None
             else loader.positive_number(timeout_value, f.at("request_timeout_secs"))
         )
+        idle_value = f.raw("stream_idle_timeout_secs")
+        stream_idle = (
+            self.stream_idle_default
+            if idle_value is None
+            else loader.positive_number(idle_value, f.at("stream_idle_timeout_secs"))
+        )
+        proxy = self.proxy(f)
         checks: tuple[Check, ...] = ()
         # Only limited providers take an id, so unlimited neighbours cannot shift it.
         if own_limits and (f.raw("rate_limit") is not None or f.raw("concurrency_limit") is not None):
@@ -838,7 +857,20 @@ class _TargetReader:
             trusted=trusted,
             propagate_trace_context=propagate,
             reasoning_translation=translation,
+            stream_idle_timeout_secs=stream_idle,
+            proxy=proxy,
         )
+
+    def proxy(self, f: _Fields) -> str | Literal[False] | None:
+        """`proxy`: an http:// URL, or false for a direct connection whatever HTTP(S)_PROXY say."""
+        value = f.raw("proxy")
+        if value is None or value is False:
+            return value
+        url = self.loader.string(value, f.at("proxy"), non_empty=True, hint=" (or false for no proxy)")
+        problem = check_proxy_url(url)
+        if problem:
+            self.loader.fail(f.at("proxy"), problem)
+        return url
 
     def url(self, f: _Fields) -> tuple[str, str]:
         """The provider URL, normalised to end with "/", and its path without that "/"."""

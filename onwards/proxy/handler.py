@@ -8,6 +8,7 @@ does not build is time a request does not pay. The stages it hands the request t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,12 @@ class ProxyHandler:
             outcome.span = tracing.start_request(scope["headers"], scope["method"], route_group(path))
         try:
             request_id, status = await self._serve(scope, receive, send, outcome)
+        except asyncio.CancelledError:
+            if gw.drain.cutting:
+                # Logged and counted as the gateway's 503, whatever part of the answer had gone out.
+                status = 503
+                outcome.error = "cut at shutdown"
+            raise
         finally:
             elapsed = time.perf_counter() - started
             if tracing is not None:
@@ -63,7 +70,7 @@ class ProxyHandler:
         assert active is not None  # the server only routes requests here once the lifespan has started
         request = Intake(scope)
         try:
-            await request.read(receive, active, gw.metrics, outcome)
+            await request.read(receive, active, gw.metrics, outcome, gw.body_watch)
         except GatewayError as exc:
             outcome.error = str(exc)
             await send_error(send, exc, request.rid_header)

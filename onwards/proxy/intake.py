@@ -5,6 +5,7 @@ GatewayError; a client that leaves while sending its body raises ClientGone.
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import orjson
@@ -13,6 +14,7 @@ from starlette.types import Receive, Scope
 from onwards import errors
 from onwards.config.model import KeyDefinition
 from onwards.config.rules import first_match
+from onwards.edge.slow import BodyWatch
 from onwards.errors import GatewayError
 from onwards.metrics import Metrics
 from onwards.proxy.auth import authenticate, bearer_token
@@ -108,10 +110,35 @@ class Intake:
         # The canonical reasoning effort asked for, when the reasoning contract found one.
         self.reasoning: ReasoningRequest | None = None
 
-    async def read(self, receive: Receive, active: ActiveConfig, metrics: Metrics, outcome: Outcome) -> None:
+    async def read(
+        self,
+        receive: Receive,
+        active: ActiveConfig,
+        metrics: Metrics,
+        outcome: Outcome,
+        body_watch: BodyWatch,
+    ) -> None:
         """Read the body and resolve model, target and key, or raise the client's error."""
         snapshot = active.snapshot
-        self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
+        # A client that trickles its body would hold a connection and a task for as long as it
+        # likes; past --body-timeout-secs the worker's sweeper cancels the read: 408, and the
+        # connection closes (its unread body cannot be skipped).
+        task = asyncio.current_task()
+        assert task is not None
+        body_watch.begin(task)
+        try:
+            self.body = await read_body(receive, self.content_length, snapshot.max_body_bytes)
+        except asyncio.CancelledError:
+            if not body_watch.end(task):
+                raise
+            task.uncancel()
+            metrics.edge_refused("body_timeout")
+            raise GatewayError(
+                408,
+                errors.BODY_TIMEOUT,
+                log=f"request body not received within {body_watch.timeout_secs:g} s",
+            ) from None
+        body_watch.end(task)
         if self.strict is None:
             model, self.decoded = requested_model(self.override, self.body)
         else:

@@ -3,10 +3,17 @@ encoded once when a config snapshot becomes active."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import aiohttp
+
 from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target
+from onwards.edge.egress import EgressEnv
 from onwards.responses.plan import ResponsesPlan, compile_responses
+
+# The session's connect timeout, repeated here: a per-request ClientTimeout replaces the session's.
+CONNECT_TIMEOUT_S = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,10 @@ class ProviderPlan:
     sanitize: bool
     timeout: float | None
     label: str
+    # The egress proxy connections to this provider go through; None: direct.
+    proxy: str | None = None
+    # sock_read is the stream idle timeout: the longest gap between two chunks of the response.
+    client_timeout: aiohttp.ClientTimeout | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +63,7 @@ def _merge_headers(
     return tuple(merged.items())
 
 
-def _provider_plan(target: Target, provider: Provider) -> ProviderPlan:
+def _provider_plan(target: Target, provider: Provider, egress: EgressEnv) -> ProviderPlan:
     headers = _merge_headers(target.response_headers, provider.response_headers)
     return ProviderPlan(
         provider=provider,
@@ -66,13 +77,19 @@ def _provider_plan(target: Target, provider: Provider) -> ProviderPlan:
         sanitize=provider.sanitize_response or target.sanitize_response,
         timeout=provider.request_timeout_secs,
         label=provider.label,
+        proxy=egress.proxy_for(provider.url, provider.proxy),
+        client_timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=provider.stream_idle_timeout_secs
+        ),
     )
 
 
-def compile_config(snapshot: Snapshot) -> ActiveConfig:
+def compile_config(snapshot: Snapshot, environ: dict[str, str] | None = None) -> ActiveConfig:
+    # The proxy variables are read once per config, not per request.
+    egress = EgressEnv.from_environ(os.environ if environ is None else environ)
     targets: dict[str, TargetPlan] = {}
     for alias, target in snapshot.targets.items():
-        plans = tuple(_provider_plan(target, p) for p in target.providers)
+        plans = tuple(_provider_plan(target, p, egress) for p in target.providers)
         targets[alias] = TargetPlan(target=target, providers=plans, responses=compile_responses(target))
     limits = snapshot.limits
     renew_interval_s = min(limits.renew_interval_ms, limits.lease_ttl_ms / 3) / 1000

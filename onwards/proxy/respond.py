@@ -7,6 +7,8 @@ Every way out gives the permits back before the last byte goes to the client
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Protocol
 
@@ -68,7 +70,9 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
             body = sanitize.sanitized_error_body(status)
             return await send_whole(ex, status, [rid_header], body, replace_ct=True)
         if is_sse:
-            return await stream(ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model))
+            return await stream(
+                ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model), True
+            )
         if "/chat/completions" in ex.scope["path"]:
             raw = await response.read()
             try:
@@ -81,7 +85,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
     length = response.content_length
     if length is not None and not is_sse:
         return await _known_length(ex, pplan, response, status, headers, length)
-    return await stream(ex, pplan, response, status, headers, None)
+    return await stream(ex, pplan, response, status, headers, None, is_sse)
 
 
 async def start(send: Send, status: int, headers: Headers) -> None:
@@ -130,7 +134,14 @@ async def _known_length(
     sent = 0
     try:
         while remaining > 0:
-            chunk = await content.readany()
+            try:
+                chunk = await content.readany()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                # Headers (with the length) are gone already: the client sees a short body.
+                kind = "timeout" if isinstance(exc, TimeoutError) else "reset"
+                ex.gw.metrics.upstream_error(pplan.label, kind)
+                ex.outcome.error = f"upstream body broke: {type(exc).__name__}"
+                chunk = b""
             if not chunk:
                 # The upstream ended early: the client sees a short body, as it would directly.
                 log.warning("%s ended the body %d bytes early", pplan.label, remaining)
@@ -157,6 +168,7 @@ async def stream(
     status: int,
     headers: Headers,
     sanitizer: StreamRewriter | None,
+    sse: bool,
 ) -> int:
     # A stream can last minutes: watch for a client that leaves from the first byte on.
     ex.watch.start()
@@ -188,16 +200,44 @@ async def stream(
                 events += tail.count(b"\n\n")
                 sent += len(tail)
                 await body(send, tail, True)
+    except TimeoutError:
+        # Nothing arrived for stream_idle_timeout_secs (aiohttp's sock_read): the provider stalled.
+        ex.gw.metrics.upstream_error(pplan.label, "timeout")
+        idle = pplan.provider.stream_idle_timeout_secs
+        ex.outcome.error = f"upstream stream idle for {idle:g} s"
+        await ex.permits.release_before_end()
+        if sse:
+            await body(send, STREAM_IDLE_EVENT, True)
     except (aiohttp.ClientError, OSError) as exc:
         # Headers are gone already: all we can do is end the body where the upstream broke.
         ex.gw.metrics.upstream_error(pplan.label, "reset")
         ex.outcome.error = f"upstream stream broke: {type(exc).__name__}"
+    except asyncio.CancelledError:
+        if sse and ex.gw.drain.cutting:
+            # Cut at shutdown: the client is told why its stream ends here.
+            await ex.permits.release_before_end()
+            with contextlib.suppress(ClientGone):
+                await body(send, SHUTDOWN_EVENT, True)
+        raise
     finally:
         ex.gw.metrics.streamed(pplan.label, sent, events)
         ex.outcome.bytes_out = sent
     await ex.permits.release_before_end()
     await body(send, b"", False)
     return status
+
+
+def _sse_error(message: str, code: str) -> bytes:
+    data = errors.error_body(message, "server_error", code)
+    return b"event: error\ndata: " + data + b"\n\n"
+
+
+STREAM_IDLE_EVENT = _sse_error(
+    "The upstream stopped sending in the middle of the stream; the gateway ended it.", "stream_idle_timeout"
+)
+SHUTDOWN_EVENT = _sse_error(
+    "The gateway is shutting down; the stream was cut. Please retry.", "shutting_down"
+)
 
 
 async def send_error(send: Send, exc: GatewayError, rid_header: tuple[bytes, bytes]) -> None:

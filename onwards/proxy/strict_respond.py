@@ -68,7 +68,13 @@ async def respond_strict(
     headers = passthrough_headers(ex, pplan, response)
     if body is None:
         return await stream(
-            ex, pplan, response, status, headers, StrictStream(route.surface, request.model, trusted=trusted)
+            ex,
+            pplan,
+            response,
+            status,
+            headers,
+            StrictStream(route.surface, request.model, trusted=trusted),
+            True,  # a 2xx read without its body is an event stream (serve_strict)
         )
     try:
         clean = sanitize_success(route.surface, body, request.model)

@@ -126,8 +126,12 @@ async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[Upstream
         # Strict routes forward to their fixed path, as the Rust gateway does (no query string).
         url = URL(upstream_url(pplan, strict_path, b""), encoded=True)
     else:
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        # The canonical path the front checked (onwards/edge/front.py); the raw one when the app
+        # is driven without it.
+        path = scope.get("onwards.path")
+        if path is None:
+            raw_path = scope.get("raw_path")
+            path = raw_path.decode("latin-1") if raw_path else scope["path"]
         url = URL(upstream_url(pplan, path, scope["query_string"]), encoded=True)
     method = scope["method"]
     data = body if body else None
@@ -194,7 +198,7 @@ async def dispatch(
     """Reach the provider. The seam for providers that are not a plain HTTP upstream (an
     in-process one, or one behind a protocol converter): they branch here on the plan and return
     their own UpstreamResponse; timeouts and error mapping in `call` apply to them as well."""
-    return await open_http(ex.gw.session, method, url, headers, data)
+    return await open_http(ex.gw.session, method, url, headers, data, pplan.proxy, pplan.client_timeout)
 
 
 async def open_http(
@@ -203,9 +207,15 @@ async def open_http(
     url: URL,
     headers: list[tuple[str, str]],
     data: bytes | None,
+    proxy: str | None,
+    timeout: aiohttp.ClientTimeout | None,
 ) -> aiohttp.ClientResponse:
+    """Per provider, compiled in its plan: the egress proxy (None: direct) and the timeouts, whose
+    sock_read is the stream idle timeout (aiohttp restarts it with every chunk that arrives)."""
     try:
-        return await session.request(method, url, headers=headers, data=data, allow_redirects=False)
+        return await session.request(
+            method, url, headers=headers, data=data, allow_redirects=False, proxy=proxy, timeout=timeout
+        )
     except aiohttp.ClientConnectorError:
         pass
     # The connection could not be opened, so nothing reached the upstream and trying again is
@@ -214,5 +224,7 @@ async def open_http(
     await asyncio.sleep(_CONNECT_FIRST_RETRY_S)
     async for attempt in AsyncRetrying(**_CONNECT_RETRY):
         with attempt:
-            return await session.request(method, url, headers=headers, data=data, allow_redirects=False)
+            return await session.request(
+                method, url, headers=headers, data=data, allow_redirects=False, proxy=proxy, timeout=timeout
+            )
     raise AssertionError("unreachable: tenacity re-raises the last error")

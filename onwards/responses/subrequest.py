@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Scope
 
+from onwards.edge.front import PATH_KEY
 from onwards.responses.protocols import STEP_REQUEST_ID_HEADER, ModelCallError
 
 CHAT_PATH = "/v1/chat/completions"
@@ -51,6 +52,7 @@ class SubRequestModelClient:
             **self._scope,
             "path": CHAT_PATH,
             "raw_path": CHAT_PATH.encode(),
+            PATH_KEY: CHAT_PATH,  # the canonical path the upstream call uses (onwards/edge/front.py)
             "query_string": b"",
             "headers": headers,
         }

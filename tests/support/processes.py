@@ -319,6 +319,10 @@ class GatewayProcess(ManagedProcess):
             argv += ["--redis-url", redis_url]
         if redis_prefix is not None:
             argv += ["--redis-prefix", redis_prefix]
+        if "--drain-secs" not in extra_args:
+            # Tests stop gateways all the time; the production drain (5 s of not-ready serving)
+            # would only make each stop slower. Drain tests pass their own --drain-secs.
+            argv += ["--drain-secs", "0"]
         argv += list(extra_args)
         super().__init__(argv, env=env)
 

@@ -145,6 +145,7 @@ def test_limiter_state_and_config_version(mp_dir):
         ("config_reload", ("maybe",)),
         ("config_version", ("",)),
         ("auth_failure", ("expired",)),
+        ("edge_refused", ("slow",)),
         ("streamed", ("gpt/0", -1, 0)),
     ],
 )
@@ -170,6 +171,7 @@ def test_prefix_applies_to_every_metric(mp_dir):
         "gw_limiter_circuit_open", "gw_fallback_attempts", "gw_config_reloads", "gw_config_active",
         "gw_streamed_bytes", "gw_sse_events", "gw_auth_failures",
         "gw_requests_inflight", "gw_retries", "gw_retry_budget_exhausted",
+        "gw_requests_cut", "gw_edge_refusals",
     }  # fmt: skip
 
 

@@ -119,16 +119,25 @@ async def test_other_methods_and_encoded_paths_are_forwarded(gateway_app, mock_a
     async with gateway_app(single(mock_a)) as client:
         r = await client.request(
             method,
-            "/v1/files/file%2F1/x%20y?limit=2&q=%3D",
+            "/v1/files/file%3A1/x%20y?limit=2&q=%3D%2F",
             content=content,
             headers={"model-override": "gpt"},
         )
     assert r.status_code == 200, r.text
     [seen] = mock_a.requests
     assert seen.method == method
-    assert seen.path == "/v1/files/file%2F1/x%20y?limit=2&q=%3D"
+    # The path arrives canonical (an escape that needs none decoded); the query string untouched.
+    assert seen.path == "/v1/files/file:1/x%20y?limit=2&q=%3D%2F"
     assert seen.body == content
     assert "model-override" not in seen.headers
+
+
+async def test_an_encoded_slash_in_the_path_is_refused_before_routing(gateway_app, mock_a):
+    # Encoded slashes (issue 12) can be read two ways by a server behind the gateway.
+    async with gateway_app(single(mock_a)) as client:
+        r = await client.get("/v1/files/file%2F1", headers={"model-override": "gpt"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_path"
+    assert mock_a.requests == []
 
 
 async def test_get_with_model_override_and_no_body(gateway_app, mock_a):

@@ -3,7 +3,9 @@ target.rs backoff tests; and how `fallback.backoff` is read from the config."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import types
 
 import pytest
 
@@ -182,7 +184,9 @@ def recorded(monkeypatch):
     async def no_wait(seconds: float) -> None:  # the pause is recorded, not waited for
         seen.pauses.append(seconds)
 
-    monkeypatch.setattr(attempts.asyncio, "sleep", no_wait)
+    # Only the attempt loop's asyncio gets the recording sleep: patching the module itself would
+    # also stop every other task's sleep (the body-timeout sweeper would spin and never yield).
+    monkeypatch.setattr(attempts, "asyncio", types.SimpleNamespace(**{**vars(asyncio), "sleep": no_wait}))
     monkeypatch.setattr(Metrics, "retry_backoff", lambda self: setattr(seen, "retries", seen.retries + 1))
     monkeypatch.setattr(
         Metrics, "retry_budget_exhausted", lambda self: setattr(seen, "exhausted", seen.exhausted + 1)
