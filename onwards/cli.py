@@ -20,6 +20,7 @@ from onwards import __version__
 from onwards.config import ConfigError, load_config_file
 from onwards.config.last_good import write_last_good
 from onwards.config.model import Snapshot
+from onwards.limits.redis.check import redis_url_problem
 from onwards.logging_setup import configure_logging
 from onwards.settings import SETTINGS_ENV, Option, Settings, cli_default, env_name, options
 
@@ -226,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = settings_from_args(args, parser)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.redis_url and (problem := redis_url_problem(settings.redis_url, settings.redis_prefix)):
+        print(f"onwards: error: {problem}", file=sys.stderr)
+        return 2
     try:
         snapshot = _validate_config(settings)
     except ConfigError as exc:
