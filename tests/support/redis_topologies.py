@@ -35,6 +35,12 @@ def _try(port: int, *command: str) -> object:
         return None
 
 
+def _bytes(reply: object) -> bytes:
+    if isinstance(reply, dict):
+        return "\n".join(f"{k}:{v}" for k, v in reply.items()).encode()
+    return reply if isinstance(reply, bytes) else b""
+
+
 class SentinelProcess(ManagedProcess):
     label = "redis-sentinel"
     startup_timeout = 10.0
@@ -63,13 +69,24 @@ class SentinelSetup:
 
     def master_port(self) -> int | None:
         reply = _try(self.sentinels[0].port, "SENTINEL", "get-master-addr-by-name", SERVICE)
-        return int(reply[1]) if isinstance(reply, list) else None
+        return int(reply[1]) if isinstance(reply, list | tuple) else None
 
     def failover(self) -> int:
         """SENTINEL FAILOVER; returns the new master's port once the Sentinel names it and it is a master."""
         old = self.master_port()
-        with _client(self.sentinels[0].port) as client:
-            client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+
+        def started() -> bool:
+            # NOGOODSLAVE until the Sentinel has heard from the replica recently enough.
+            try:
+                with _client(self.sentinels[0].port) as client:
+                    client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+            except redis.ResponseError as error:
+                if "NOGOODSLAVE" in str(error):
+                    return False
+                raise
+            return True
+
+        wait_until(started, timeout=20, interval=0.2, message="the Sentinel found no replica to promote")
 
         def switched() -> int | None:
             port = self.master_port()
@@ -84,13 +101,14 @@ class SentinelSetup:
 @contextlib.contextmanager
 def sentinel_setup(tmp_path: Path, sentinels: int = 1) -> Iterator[SentinelSetup]:
     """One master, one replica, `sentinels` Sentinels (quorum 1), all on loopback."""
-    master = RedisServer(free_port()).start()
+    master = RedisServer(free_port(), ["--dir", str(tmp_path), "--repl-diskless-sync-delay", "0"]).start()
     processes: list[ManagedProcess] = [master]
     try:
-        replica = RedisServer(free_port(), ["--replicaof", "127.0.0.1", str(master.port)]).start()
+        replica_args = ["--dir", str(tmp_path), "--replicaof", "127.0.0.1", str(master.port)]
+        replica = RedisServer(free_port(), replica_args).start()
         processes.append(replica)
         wait_until(
-            lambda: b"master_link_status:up" in (_try(replica.port, "INFO", "replication") or b""),
+            lambda: (_try(replica.port, "INFO", "replication") or {}).get("master_link_status") == "up",
             timeout=15,
             message="the replica did not sync",
         )
@@ -139,8 +157,8 @@ class ClusterSetup:
 
     def replica_of(self, port: int) -> RedisServer:
         for node in self.nodes:
-            info = _try(node.port, "INFO", "replication") or b""
-            if b"role:slave" in info and f"master_port:{port}".encode() in info:
+            info = _try(node.port, "INFO", "replication") or {}
+            if info.get("role") == "slave" and info.get("master_port") == port:
                 return node
         raise AssertionError(f"no replica of {port}")
 
@@ -172,7 +190,9 @@ def cluster_setup(tmp_path: Path, replicas: int = 1) -> Iterator[ClusterSetup]:
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(tmp_path / f"nodes-{port}.conf"),
                 "--cluster-node-timeout", "2000",
+                "--cluster-port", str(free_port()),  # else port + 10000, which may be taken or too high
                 "--dir", str(tmp_path),
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             nodes.append(RedisServer(port, args).start())
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
@@ -184,10 +204,20 @@ def cluster_setup(tmp_path: Path, replicas: int = 1) -> Iterator[ClusterSetup]:
         )
         for node in nodes:
             wait_until(
-                lambda node=node: b"cluster_state:ok" in (_try(node.port, "CLUSTER", "INFO") or b""),
+                lambda node=node: b"cluster_state:ok" in _bytes(_try(node.port, "CLUSTER", "INFO")),
                 timeout=30,
                 interval=0.1,
                 message=f"cluster node {node.port} did not reach cluster_state:ok",
+            )
+        for node in nodes:  # a failover needs the replicas in sync first
+            wait_until(
+                lambda node=node: (
+                    (_try(node.port, "INFO", "replication") or {}).get("role") == "master"
+                    or (_try(node.port, "INFO", "replication") or {}).get("master_link_status") == "up"
+                ),
+                timeout=30,
+                interval=0.1,
+                message=f"cluster replica {node.port} did not sync",
             )
         yield ClusterSetup(nodes)
     finally:
