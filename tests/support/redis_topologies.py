@@ -163,17 +163,25 @@ class ClusterSetup:
         raise AssertionError(f"no replica of {port}")
 
     def failover(self, slot: int) -> int:
-        """CLUSTER FAILOVER on the replica of the slot's owner; the new owner's port when it took over."""
+        """CLUSTER FAILOVER on the replica of the slot's owner; the new owner's port when it took over.
+
+        A manual failover asked for right after the cluster formed can time out (the master has not
+        yet learned, by gossip, that this node is its replica); it is then asked for again.
+        """
         old = self.owner_port(slot)
         replica = self.replica_of(old)
-        with _client(replica.port) as client:
-            client.execute_command("CLUSTER", "FAILOVER")
-        return wait_until(
-            lambda: self.owner_port(slot) if self.owner_port(slot) == replica.port else None,
-            timeout=30,
-            interval=0.1,
-            message="CLUSTER FAILOVER did not finish",
-        )
+        for _ in range(5):
+            with _client(replica.port) as client:
+                client.execute_command("CLUSTER", "FAILOVER")
+            try:
+                return wait_until(
+                    lambda: self.owner_port(slot) if self.owner_port(slot) == replica.port else None,
+                    timeout=7,
+                    interval=0.05,
+                )
+            except TimeoutError:
+                continue
+        raise AssertionError("CLUSTER FAILOVER did not finish")
 
 
 @contextlib.contextmanager
