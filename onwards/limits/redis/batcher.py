@@ -49,6 +49,7 @@ class Batcher:
         resend: Callable[[bytes], Awaitable[Any]],
         on_released: Callable[[BaseException | None], None],
         on_deferred: Callable[[str, int], None] = _noop_deferred,
+        forget: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self._encoder = encoder
         self._transport: Transport | None = transport
@@ -58,6 +59,8 @@ class Batcher:
         self._on_released = on_released
         # Counts owed releases: ("kept", n) when kept for later, ("dropped", n) past MAX_OWED.
         self._on_deferred = on_deferred
+        # Told of every lease this batcher gives back on its own (see recovery.py).
+        self._forget = forget or (lambda lease_id, limiter_ids: None)
         self._owed: collections.deque[Release] = collections.deque()
         self.timeout = 0.25
         self._admits: list[Admission] = []
@@ -168,6 +171,7 @@ class Batcher:
             # that Redis never added removes nothing.
             for plan, lease_id, _ in admits:
                 if lease_id:
+                    self._forget(lease_id, plan.semaphores)
                     self.owe_lease(plan.semaphores, lease_id)
         else:
             self._resume_on_success(exc)
@@ -175,6 +179,7 @@ class Batcher:
             if future.done():
                 # Its request timed out or went away. Had it been admitted, its permits go back.
                 if exc is None and lease_id and done.result()[i] == 0:
+                    self._forget(lease_id, plan.semaphores)
                     self.release(plan.semaphores, lease_id)
             elif exc is not None:
                 future.set_exception(exc)

@@ -106,8 +106,6 @@ class RedisLimiter:
         self._transport: Transport | None = transport
         self._owns_transport = url is not None
         transport.on_change = self._connection_changed
-        self._book = LeaseBook(self.keys)
-        transport.on_connect = self._book.greet
         self._clock = clock  # for the local "bucket known empty" memory only; Redis keeps the time
         # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
         # request: a process's first connection costs far more than later ones, and on a busy host
@@ -116,12 +114,15 @@ class RedisLimiter:
         self._start_timeout = start_timeout_s
         self._on_error = on_error or _noop
         self._encoder = Encoder(self.keys)
+        self._book = LeaseBook(self.keys)
+        transport.on_connect = self._book.greet
         self._batcher = Batcher(
             self._encoder,
             transport,
             resend=self._resend,
             on_released=self._released,
             on_deferred=on_deferred or _noop_deferred,
+            forget=self._book.drop,
         )
         self._on_state_change = on_state_change or _noop_state
         self._breaker = CircuitBreaker(
@@ -300,7 +301,7 @@ class RedisLimiter:
     async def release(self, lease: Lease) -> None:
         if not lease.limiter_ids:
             return
-        self._book.drop(lease.lease_id)
+        self._book.drop(lease.lease_id, lease.limiter_ids)
         head = self._encoder.lease_head(self._encoder.release, lease.limiter_ids)
         if not await self._lease_call(
             "release", lease, (*head, *([lease.lease_id] * len(lease.limiter_ids)))
@@ -310,7 +311,7 @@ class RedisLimiter:
     def release_soon(self, lease: Lease) -> None:
         if not lease.limiter_ids or self._transport is None:
             return
-        self._book.drop(lease.lease_id)
+        self._book.drop(lease.lease_id, lease.limiter_ids)
         if self._breaker.is_open:
             # Kept, and sent when Redis answers again: its permit must not wait for the lease ttl.
             self._batcher.owe_lease(lease.limiter_ids, lease.lease_id)
