@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from onwards.config.model import ConcurrencyCheck, LimitsSettings, RateCheck
+from onwards.config.sources.redis import push_config, read_stored
 from onwards.limits import RedisLimiter
 from onwards.limits.redis.check import redis_url_problem
 from onwards.limits.redis.locate import hash_slot
@@ -27,6 +28,16 @@ SETTINGS = LimitsSettings(redis_timeout_ms=500)
 LIMIT = 4
 SEMAPHORE = ConcurrencyCheck("target", "target:topo", LIMIT)
 BUCKET = RateCheck("target", "target:topo", 0.001, 6)
+
+
+CONFIG = b'{"targets": {"m": {"url": "http://127.0.0.1:9/v1"}}}'
+
+
+async def config_round_trip(url: str, prefix: str) -> None:
+    """`onwards config push/show` and the follower's reads work with the same URL as the limiter."""
+    pushed = await push_config(url, prefix, CONFIG, "topology.json")
+    stored = await read_stored(url, prefix)
+    assert (stored.version, stored.body) == (pushed.version, CONFIG)
 
 
 async def exact(limiter: RedisLimiter) -> list:
@@ -53,6 +64,7 @@ async def test_sentinel_finds_the_master_and_follows_a_failover_under_load(
 ) -> None:
     with sentinel_setup(tmp_path) as setup:
         assert await asyncio.to_thread(redis_url_problem, setup.url, unique_prefix) is None
+        await config_round_trip(setup.url, unique_prefix)
         limiter = RedisLimiter(setup.url, unique_prefix, SETTINGS)
         await limiter.start(SETTINGS)
         try:
@@ -105,6 +117,7 @@ async def test_cluster_keys_live_in_one_slot_on_its_owner_and_a_failover_is_foll
         seed = next(n for n in cluster.nodes if n.port != owner)  # a node that does not own the slot
         url = cluster.url(seed)
         assert await asyncio.to_thread(redis_url_problem, url, unique_prefix) is None
+        await config_round_trip(url, unique_prefix)
         limiter = RedisLimiter(url, unique_prefix, SETTINGS)
         await limiter.start(SETTINGS)
         try:
@@ -114,6 +127,7 @@ async def test_cluster_keys_live_in_one_slot_on_its_owner_and_a_failover_is_foll
                 keys = sorted(direct.keys(f"{unique_prefix}:*"))
             assert keys == [
                 f"{unique_prefix}:{{{unique_prefix}}}:cc:target:topo".encode(),
+                f"{unique_prefix}:{{{unique_prefix}}}:config".encode(),  # config too: one slot
                 f"{unique_prefix}:{{{unique_prefix}}}:epoch".encode(),
                 f"{unique_prefix}:{{{unique_prefix}}}:rl:target:topo".encode(),
             ]
@@ -138,6 +152,7 @@ async def test_a_plain_redis_url_to_a_cluster_node_is_used_as_a_seed(
     with cluster_setup(tmp_path, replicas=0) as cluster:
         slot = hash_slot("{" + unique_prefix + "}")
         seed = next(n for n in cluster.nodes if n.port != cluster.owner_port(slot))
+        await config_round_trip(f"redis://127.0.0.1:{seed.port}", unique_prefix)
         limiter = RedisLimiter(f"redis://127.0.0.1:{seed.port}", unique_prefix, SETTINGS)
         await limiter.start(SETTINGS)
         try:
