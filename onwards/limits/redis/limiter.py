@@ -280,10 +280,15 @@ class RedisLimiter:
             transport = self._transport
             if transport is None or transport.connected:
                 return
-            with contextlib.suppress(*_FAILURES):
+            try:
                 async with asyncio.timeout(self._timeout):
                     await transport.execute_command("PING")
                 return
+            except _FAILURES as exc:
+                if misconfiguration(exc) is not None:
+                    # Not an outage to wait out quietly: report it, and serve by the policy.
+                    self._failed("reconnect", exc)
+                    return
             await asyncio.sleep(PROBE_BASE_S * (1 + random.random()))
 
     def _known_empty(self, plan: AdmitPlan) -> Decision | None:
