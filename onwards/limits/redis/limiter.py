@@ -8,11 +8,8 @@ rather than waited out). The encoding of checks is in encoding.py, the per-itera
 the keeping of releases in batcher.py, the re-registration of held leases in recovery.py, the
 connection in transport.py.
 
-Failure rules: a lost connection or a refused one opens the circuit at once; a timeout opens it
-only when the next call fails too (one slow batch under load must not switch limits off for every
-request); a connection is kept through a stall, so late replies still arrive and settle what they
-granted, and dropped only after it has been silent for STUCK_S. While the circuit is open a probe
-runs every 0.1-0.4 s (jittered), so limiting resumes well within a second of Redis answering.
+What each failure means is in health.py. A connection is kept through a stall, so late replies
+still arrive and settle what they granted; it is dropped only after it has been silent for STUCK_S.
 """
 
 from __future__ import annotations
@@ -30,11 +27,11 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from onwards.config.model import Check, LimitsSettings
 from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
-from onwards.limits.breaker import CircuitBreaker
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
 from onwards.limits.redis.batcher import Batcher
 from onwards.limits.redis.encoding import AdmitPlan, Encoder, Script, num
 from onwards.limits.redis.errors import RedirectError, misconfiguration
+from onwards.limits.redis.health import PROBE_BASE_S, PROBE_MAX_S, RedisHealth
 from onwards.limits.redis.recovery import LeaseBook
 from onwards.limits.redis.transport import Transport, open_transport
 from onwards.limits.redis.url import parse_redis_url
@@ -43,8 +40,6 @@ log = logging.getLogger("onwards.limits")
 
 # Errors that mean "Redis did not answer usefully". Anything else is a bug and propagates.
 _FAILURES = (RedisError, OSError, TimeoutError)
-# A damaged key (wrong type) is reported at most this often, not once per request.
-_KEY_ERROR_LOG_INTERVAL_S = 60.0
 # How long a refusal is remembered locally (see admit).
 _EMPTY_MEMORY_S = 1.0
 # What a gateway worker allows itself to load the scripts at start (see RedisLimiter.start).
@@ -52,20 +47,9 @@ WORKER_START_TIMEOUT_S = 2.0
 # A connection with calls waiting and no reply for this long is dropped (a peer that vanished);
 # a shorter stall keeps it, so the late replies settle the permits they granted.
 STUCK_S = 10.0
-# Probe delays while the circuit is open: short, so limiting resumes quickly, never seconds.
-PROBE_BASE_S = 0.1
-PROBE_MAX_S = 0.4
-
-
-def _noop_problem(problem: str | None) -> None:
-    return None
 
 
 def _noop_deferred(result: str, count: int) -> None:
-    return None
-
-
-def _noop() -> None:
     return None
 
 
@@ -112,7 +96,6 @@ class RedisLimiter:
         # (every worker starting at once) a request-sized bound failed while Redis was fine,
         # leaving a fresh worker to serve under the failure policy until the breaker's probe.
         self._start_timeout = start_timeout_s
-        self._on_error = on_error or _noop
         self._encoder = Encoder(self.keys)
         self._book = LeaseBook(self.keys)
         transport.on_connect = self._book.greet
@@ -125,19 +108,16 @@ class RedisLimiter:
             forget=self._book.drop,
         )
         self._on_state_change = on_state_change or _noop_state
-        self._breaker = CircuitBreaker(
+        self._health = RedisHealth(
             self._probe,
             name=f"Redis limiter ({self._where})",
+            on_state_change=self._state_changed,
+            on_error=on_error,
+            on_problem=on_problem,
             base_delay=cooldown_s,
             max_delay=max_cooldown_s,
-            on_state_change=self._state_changed,
-            on_probe_error=self._count_error,
         )
-        self._last_key_error = float("-inf")
-        self._on_problem = on_problem or _noop_problem
-        self.problem: str | None = None  # a misconfiguration Redis reported, one line
-        # A timeout that has not been followed by a success yet (see _failed).
-        self._suspect = False
+        self._breaker = self._health.breaker
         self._reconnecting: asyncio.Task[None] | None = None
         self._closing = False
         self.configure(settings or LimitsSettings())
@@ -169,11 +149,9 @@ class RedisLimiter:
                 await self._load_scripts()
         except _FAILURES as exc:
             # Serve anyway under the failure policy; the breaker's probe loads the scripts later.
-            self._count_error()
-            self._note_problem(exc)
-            self._breaker.trip(exc)
+            self._health.start_failed(exc)
         else:
-            self._note_problem(None)
+            self._health.note_problem(None)
 
     async def close(self) -> None:
         self._closing = True
@@ -181,7 +159,7 @@ class RedisLimiter:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reconnecting
-        await self._breaker.close()
+        await self._health.close()
         self._batcher.close()
         transport, self._transport = self._transport, None
         if transport is not None and self._owns_transport:
@@ -196,6 +174,10 @@ class RedisLimiter:
     @property
     def state(self) -> str:
         return self._breaker.state
+
+    @property
+    def problem(self) -> str | None:
+        return self._health.problem
 
     @property
     def description(self) -> str:
@@ -229,7 +211,7 @@ class RedisLimiter:
         try:
             reply = await self._batcher.admit(plan, lease_id)
         except _FAILURES as exc:
-            self._failed("admit", exc)
+            self._health.failed("admit", exc)
             return self._degraded()
         except asyncio.CancelledError:
             # The request went away mid-admission; Redis may have granted the lease all the same.
@@ -237,7 +219,7 @@ class RedisLimiter:
             if lease_id:
                 self.release_soon(Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
             raise
-        self._succeeded()
+        self._health.succeeded()
         if reply == 0:
             if not plan.semaphores:
                 return ALLOW
@@ -287,7 +269,7 @@ class RedisLimiter:
             except _FAILURES as exc:
                 if misconfiguration(exc) is not None:
                     # Not an outage to wait out quietly: report it, and serve by the policy.
-                    self._failed("reconnect", exc)
+                    self._health.failed("reconnect", exc)
                     return
             await asyncio.sleep(PROBE_BASE_S * (1 + random.random()))
 
@@ -343,19 +325,12 @@ class RedisLimiter:
 
     def _released(self, exc: BaseException | None) -> None:
         if exc is None:
-            self._succeeded()
+            self._health.succeeded()
         elif isinstance(exc, _FAILURES):
-            self._failed("release", exc)
-
-    def _succeeded(self) -> None:
-        self._breaker.record_success()
-        self._suspect = False
-        if self.problem is not None:
-            self._note_problem(None)
+            self._health.failed("release", exc)
 
     def _state_changed(self, state: str) -> None:
         if state == "closed":
-            self._suspect = False
             self._batcher.resume()
         self._on_state_change(state)
 
@@ -368,12 +343,12 @@ class RedisLimiter:
             async with asyncio.timeout(self._timeout):
                 held = await self._call(args)
         except _FAILURES as exc:
-            self._failed(what, exc)
+            self._health.failed(what, exc)
             return False
         except Exception:
             log.exception("unexpected error in limiter %s", what)
             return False
-        self._succeeded()
+        self._health.succeeded()
         if held != len(lease.limiter_ids):
             log.debug(
                 "%s of lease %s: %s of %d permits were still held",
@@ -429,44 +404,9 @@ class RedisLimiter:
                 await transport.execute_command("PING")
                 await self._load_scripts()
         except _FAILURES as exc:
-            self._note_problem(exc)
+            self._health.note_problem(exc)
             raise
-        self._succeeded()
-
-    def _note_problem(self, exc: BaseException | None) -> None:
-        problem = None if exc is None else misconfiguration(exc)
-        if exc is not None and problem is None:
-            return  # an outage says nothing new about the configuration
-        if problem == self.problem:
-            return
-        self.problem = problem
-        if problem is not None:
-            log.error("Redis limiter misconfigured: %s (failure policy applies until fixed)", problem)
-        else:
-            log.info("Redis limiter configuration problem resolved")
-        try:
-            self._on_problem(problem)
-        except Exception:
-            log.exception("on_problem hook failed")
-
-    def _failed(self, what: str, exc: BaseException) -> None:
-        self._count_error()
-        self._note_problem(exc)
-        if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
-            # Redis answered; one limiter's key holds something else. Opening the circuit would
-            # put every other limit under the failure policy because of one damaged key.
-            now = time.monotonic()
-            if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
-                self._last_key_error = now
-                log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
-            return
-        log.debug("limiter %s failed: %r", what, exc)
-        if isinstance(exc, TimeoutError) and not self._suspect:
-            # One slow call: its requests got the policy; the circuit stays closed unless the
-            # next call fails too. The connection is kept: its late replies settle what it granted.
-            self._suspect = True
-            return
-        self._breaker.trip(exc)
+        self._health.succeeded()
 
     def _degraded(self) -> Decision:
         if self._fallback is None:
@@ -474,9 +414,3 @@ class RedisLimiter:
                 f"Redis limiter at {self._where} is unavailable and limits.on_redis_error is deny"
             )
         return self._fallback
-
-    def _count_error(self) -> None:
-        try:
-            self._on_error()
-        except Exception:
-            log.exception("on_error hook failed")
