@@ -208,6 +208,8 @@ class Batcher:
 
 
 def _timed_out(admits: list[Admission]) -> None:
+    # One exception for the whole batch: its requests report one failure, not one each.
+    exc = TimeoutError("Redis did not answer within redis_timeout_ms")
     for _, _, future in admits:
         if not future.done():
-            future.set_exception(TimeoutError("Redis did not answer within redis_timeout_ms"))
+            future.set_exception(exc)

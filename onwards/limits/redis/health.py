@@ -61,8 +61,9 @@ class RedisHealth:
             on_probe_error=self.count_error,
         )
         self.problem: str | None = None  # a misconfiguration Redis reported, one line
-        # A timeout that has not been followed by a success yet.
-        self._suspect = False
+        # A timeout that has not been followed by a success yet (one per batch: every request of
+        # a batch that timed out raises the same exception object).
+        self._suspect: BaseException | None = None
         self._last_key_error = float("-inf")
 
     @property
@@ -71,7 +72,7 @@ class RedisHealth:
 
     def succeeded(self) -> None:
         self.breaker.record_success()
-        self._suspect = False
+        self._suspect = None
         if self.problem is not None:
             self.note_problem(None)
 
@@ -86,10 +87,10 @@ class RedisHealth:
                 log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
             return
         log.debug("limiter %s failed: %r", what, exc)
-        if isinstance(exc, TimeoutError) and not self._suspect:
+        if isinstance(exc, TimeoutError) and (self._suspect is None or self._suspect is exc):
             # One slow call: its requests got the policy. The connection is kept: its late
             # replies settle what it granted.
-            self._suspect = True
+            self._suspect = exc
             return
         self.breaker.trip(exc)
 
@@ -122,7 +123,7 @@ class RedisHealth:
 
     def _state_changed(self, state: str) -> None:
         if state == "closed":
-            self._suspect = False
+            self._suspect = None
         self._on_state_change(state)
 
     async def close(self) -> None:
