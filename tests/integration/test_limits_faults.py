@@ -152,6 +152,24 @@ async def test_releases_while_redis_is_down_are_sent_when_it_is_back(
         await direct.aclose()
 
 
+async def test_limiting_resumes_within_a_second_of_a_stopped_redis_starting_again(
+    server: RedisServer, made
+) -> None:
+    limiter = await made()
+    assert not (await limiter.admit((SEMAPHORE,))).degraded
+    port = server.port
+    server.kill()
+    assert (await limiter.admit((SEMAPHORE,))).degraded
+    assert limiter.state == "open"
+    restarted = RedisServer(port, DEBUG).start()  # ready: it answers PING from here
+    try:
+        answering = time.monotonic()
+        resumed = await poll(lambda: _limits(limiter), 1.0, "limiting resumed")
+        assert resumed <= 1.0 and time.monotonic() - answering <= 1.0 + 0.1
+    finally:
+        restarted.close()
+
+
 async def test_a_restart_that_lost_the_data_gets_the_held_permits_back_first(
     private_redis, unique_prefix: str
 ) -> None:

@@ -59,10 +59,11 @@ async def resumed_within(limiter: RedisLimiter, bound: float) -> float:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("sentinels", [1, 3])
 async def test_sentinel_finds_the_master_and_follows_a_failover_under_load(
-    tmp_path: Path, unique_prefix: str
+    tmp_path: Path, unique_prefix: str, sentinels: int
 ) -> None:
-    with sentinel_setup(tmp_path) as setup:
+    with sentinel_setup(tmp_path, sentinels) as setup:
         assert await asyncio.to_thread(redis_url_problem, setup.url, unique_prefix) is None
         await config_round_trip(setup.url, unique_prefix)
         limiter = RedisLimiter(setup.url, unique_prefix, SETTINGS)
