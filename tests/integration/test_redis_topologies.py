@@ -8,6 +8,7 @@ first decision Redis made again, measured from the moment the failover finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from onwards.config.model import ConcurrencyCheck, LimitsSettings, RateCheck
-from onwards.config.sources.redis import push_config, read_stored
+from onwards.config.sources.redis import RedisFollower, push_config, read_stored
 from onwards.limits import RedisLimiter
 from onwards.limits.redis.check import redis_url_problem
 from onwards.limits.redis.locate import hash_slot
@@ -34,10 +35,29 @@ CONFIG = b'{"targets": {"m": {"url": "http://127.0.0.1:9/v1"}}}'
 
 
 async def config_round_trip(url: str, prefix: str) -> None:
-    """`onwards config push/show` and the follower's reads work with the same URL as the limiter."""
+    """`onwards config push/show` and the config follower work with the same URL as the limiter."""
     pushed = await push_config(url, prefix, CONFIG, "topology.json")
     stored = await read_stored(url, prefix)
     assert (stored.version, stored.body) == (pushed.version, CONFIG)
+    applied: list[str] = []
+    follower = RedisFollower(url, prefix, stored.version, recheck_secs=30)
+    task = asyncio.create_task(follower.run(lambda snapshot: applied.append(snapshot.version), print))
+    try:
+        second = CONFIG.replace(b"9/v1", b"10/v1")
+        deadline = time.monotonic() + 10
+        # Pushed until the follower is subscribed and hears it (the first push may come too early).
+        while not applied:
+            assert time.monotonic() < deadline, "the follower never applied a push"
+            await push_config(url, prefix, second, "topology.json")
+            for _ in range(25):
+                if applied:
+                    break
+                await asyncio.sleep(0.02)
+        assert applied[-1].startswith("v")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def exact(limiter: RedisLimiter) -> list:

@@ -152,7 +152,11 @@ async def open_redis(redis_url: str, *, client_name: str | None = None) -> Any:
     """connect_redis, except that a redis:// URL naming a cluster node is used as a cluster seed
     (and logged so), as the limiter does."""
     client = connect_redis(redis_url, client_name=client_name)
-    if parse_redis_url(redis_url).topology != "single" or isinstance(client, RedisCluster):
+    if isinstance(client, RedisCluster):
+        # The slot map first: its pub/sub looks the channel's node up in it.
+        await _initialized(client)
+        return client
+    if parse_redis_url(redis_url).topology != "single":
         return client
     try:
         mode = (await client.info("server")).get("redis_mode")
@@ -165,7 +169,18 @@ async def open_redis(redis_url: str, *, client_name: str | None = None) -> Any:
         return client
     await _close(client)
     log.warning("%s is a Redis Cluster node; using it as a cluster seed", redact_url(redis_url))
-    return connect_redis(redis_url, client_name=client_name, cluster_seed=True)
+    cluster = connect_redis(redis_url, client_name=client_name, cluster_seed=True)
+    await _initialized(cluster)
+    return cluster
+
+
+async def _initialized(client: RedisCluster) -> RedisCluster:
+    try:
+        await client.initialize()
+    except BaseException:
+        await _close(client)
+        raise
+    return client
 
 
 async def _cli_client(redis_url: str) -> Any:
