@@ -298,7 +298,7 @@ async def _read_stored(client: aioredis.Redis, prefix: str) -> StoredConfig:
     )
 
 
-async def _close(client: aioredis.Redis) -> None:
+async def _close(client: aioredis.Redis | RedisCluster) -> None:
     with contextlib.suppress(Exception):
         await client.aclose()
 
