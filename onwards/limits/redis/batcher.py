@@ -14,8 +14,8 @@ No permit is orphaned by a failure here:
 * an admission whose reply came after its request gave up is released as soon as the reply shows
   it was granted; one whose reply never came (the connection was lost) is released blindly by its
   lease ids, which removes nothing if Redis never ran it;
-* MOVED, ASK and READONLY mean the call did not run: the transport finds the right node and the
-  call goes once more, like after NOSCRIPT.
+* MOVED and READONLY mean the call did not run: the transport finds the right node and the call
+  goes once more, like after NOSCRIPT.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 * `RedisMisconfigured`: Redis answered, and what it said means the URL or the credentials are wrong
   (a Sentinel given as redis://, a db other than 0 on a cluster, a wrong password, an unknown
   Sentinel service). Waiting will not fix it; it is reported loudly, once per change.
-* `RedirectError`: the node answered "not me" (MOVED, ASK, READONLY after a failover). The call did
+* `RedirectError`: the node answered "not me" (MOVED, or READONLY after a failover). The call did
   not run; the transport finds the right node and the call is sent again once.
 """
 
@@ -17,7 +17,7 @@ class RedisMisconfigured(ConnectionError):
 
 
 class RedirectError(ResponseError):
-    """MOVED, ASK or READONLY: the command went to a node that does not own its keys."""
+    """MOVED or READONLY: the command went to a node that does not own its keys."""
 
     @property
     def address(self) -> tuple[str, int] | None:

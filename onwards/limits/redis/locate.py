@@ -62,6 +62,8 @@ class Locator:
         self.slot = hash_slot("{" + slot_tag + "}")
         self._moved: tuple[str, int] | None = None
         self._seed_logged = False
+        # The Sentinel that answered last is asked first next time (a dead one costs a timeout).
+        self._sentinel = 0
 
     @property
     def topology(self) -> str:
@@ -115,7 +117,10 @@ class Locator:
                 else ("AUTH", t.sentinel_password)
             ]
         errors: list[str] = []
-        for node in t.nodes:
+        count = len(t.nodes)
+        for i in range(count):
+            index = (self._sentinel + i) % count
+            node = t.nodes[index]
             try:
                 replies = await opener.command(
                     node, t.tls, [*auth, ("SENTINEL", "get-master-addr-by-name", t.service)]
@@ -133,6 +138,7 @@ class Locator:
             reply = replies[-1]
             if reply is None:
                 raise RedisMisconfigured(f"Sentinel {node[0]}:{node[1]} knows no master named {t.service!r}")
+            self._sentinel = index
             host, port = reply
             return _text(host), int(port)
         raise ConnectionError(f"no Sentinel of {t.redacted} answered ({'; '.join(errors)})")

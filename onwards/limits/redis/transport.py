@@ -99,7 +99,9 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
 def _error(message: str) -> ResponseError | AuthenticationError:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
-    if message.startswith(("MOVED ", "ASK ", "READONLY")):
+    if message.startswith(("MOVED ", "READONLY")):
+        # ASK is not followed: it only happens while the gateway's own slot is being migrated,
+        # and then the call fails (the failure policy) until the migration is over.
         return RedirectError(message)
     if message.startswith(("NOAUTH", "WRONGPASS")):
         return AuthenticationError(message)
