@@ -186,3 +186,33 @@ async def test_a_plain_redis_url_to_a_cluster_node_is_used_as_a_seed(
             redis_url_problem, f"redis://127.0.0.1:{seed.port}/1", unique_prefix
         )
         assert problem is not None and "Redis Cluster has only db 0" in problem
+
+
+async def test_sentinel_failover_away_from_a_frozen_master_is_followed_within_a_second(
+    tmp_path: Path, unique_prefix: str
+) -> None:
+    # The master stops answering without closing anything (SIGSTOP: a host that vanished); the
+    # Sentinel promotes the replica by itself. The limiter must not wait for its silent connection.
+    with sentinel_setup(tmp_path) as setup:
+        limiter = RedisLimiter(setup.url, unique_prefix, SETTINGS)
+        await limiter.start(SETTINGS)
+        old = setup.master_port()
+        try:
+            held = await exact(limiter)
+            setup.master.send_signal(19)  # SIGSTOP
+            try:
+                assert (await limiter.admit((SEMAPHORE,))).degraded
+                started = time.monotonic()
+                while setup.master_port() == old:
+                    assert time.monotonic() - started < 30, "the Sentinel did not fail over"
+                    await asyncio.sleep(0.05)
+                await resumed_within(limiter, 1.0)
+            finally:
+                setup.master.send_signal(18)  # SIGCONT, so it can be stopped
+            # The held leases were put back on the new master before anything else was admitted.
+            assert not (await limiter.admit((SEMAPHORE,))).allowed
+            for decision in held:
+                await limiter.release(decision.lease)
+            await exact(limiter)
+        finally:
+            await limiter.close()

@@ -66,6 +66,9 @@ class FakeRedisTransport:
     def stuck_for(self) -> float:
         return 0.0
 
+    async def check_owner(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         self._closed = True
         self._lost(ConnectionError("Redis client closed"))

@@ -241,6 +241,9 @@ class HangingTransport:
     def stuck_for(self) -> float:
         return 0.0
 
+    async def check_owner(self) -> None:
+        return None
+
     def redirected(self, exc) -> None:
         pass
 

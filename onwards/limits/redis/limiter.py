@@ -401,6 +401,7 @@ class RedisLimiter:
             transport.abort()
         try:
             async with asyncio.timeout(self._timeout):
+                await transport.check_owner()
                 await transport.execute_command("PING")
                 await self._load_scripts()
         except _FAILURES as exc:

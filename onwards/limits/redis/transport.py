@@ -70,6 +70,9 @@ class Transport(Protocol):
     def stuck_for(self) -> float:
         """Seconds calls have waited on the open connection without any reply."""
 
+    async def check_owner(self) -> None:
+        """Drop a silent connection when the keys are now on another node (Sentinel, Cluster)."""
+
     async def aclose(self) -> None:
         """Close for good."""
 
@@ -272,6 +275,15 @@ class PipelinedRedis(Opener):
         if protocol is None or not protocol.waiters:
             return 0.0
         return protocol.loop.time() - protocol.quiet_since
+
+    async def check_owner(self) -> None:
+        """While calls wait on a silent connection, ask the Sentinels or the slot map whether the
+        keys have moved; if so the connection is dropped at once (late replies from a node that is
+        no longer the owner settle nothing that matters), instead of after STUCK_S."""
+        if self.topology == "single" or self.stuck_for() == 0.0 or self.address is None:
+            return
+        if await self.locator.locate(self) != self.address:
+            self.abort()
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None
