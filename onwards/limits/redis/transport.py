@@ -34,6 +34,7 @@ from redis.exceptions import (
 
 from onwards.limits.redis.errors import RedirectError, RedisMisconfigured
 from onwards.limits.redis.locate import Locator, Opener, parse_info, tls_context, wait_all
+from onwards.limits.redis.switches import SwitchWatch
 from onwards.limits.redis.url import RedisTarget, parse_redis_url
 
 
@@ -228,6 +229,11 @@ class PipelinedRedis(Opener):
         self.address: tuple[str, int] | None = None  # the node connected to, for logs and tests
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+        self._switches = (
+            SwitchWatch(self.target, self.abort, connect_timeout)
+            if self.target.topology == "sentinel"
+            else None
+        )
 
     @property
     def topology(self) -> str:
@@ -286,6 +292,8 @@ class PipelinedRedis(Opener):
             self.abort()
 
     async def aclose(self) -> None:
+        if self._switches is not None:
+            await self._switches.close()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
@@ -306,6 +314,8 @@ class PipelinedRedis(Opener):
             self._connecting = None
             raise
         self._protocol = protocol
+        if self._switches is not None:
+            self._switches.start()
         if self.on_connect is not None:
             # Before any waiting caller resumes, so this goes first on the new connection.
             self.on_connect(protocol.send)
