@@ -107,12 +107,12 @@ async def test_sentinel_finds_the_master_and_follows_a_failover_under_load(
             new_master = await asyncio.to_thread(setup.failover)
             finished = time.monotonic()
             assert new_master == setup.replica.port
-            await resumed_within(limiter, 1.0 + 1.0)  # the old master's clients are cut at the switch
+            await resumed_within(limiter, 1.0)  # +switch-master moves the worker at once
             took = time.monotonic() - finished
             stop.set()
             await running
             assert outcomes, "no load ran during the failover"
-            assert took < 2.0
+            assert took < 1.0 + 0.1
             await asyncio.sleep(0)  # let the last release go out
 
             # Exact again on the new master: the load's permits all came back.
