@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from onwards.config.model import Check, LimitsSettings
 from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
 from onwards.limits.redis.batcher import Batcher
-from onwards.limits.redis.encoding import AdmitPlan, Encoder, Script, num
+from onwards.limits.redis.encoding import AdmitPlan, Encoder, load_scripts, num
 from onwards.limits.redis.errors import RedirectError, misconfiguration
 from onwards.limits.redis.health import PROBE_BASE_S, PROBE_MAX_S, RedisHealth
 from onwards.limits.redis.recovery import LeaseBook
@@ -382,17 +382,7 @@ class RedisLimiter:
         return await self._client().execute_packed(packed)
 
     async def _load_scripts(self) -> None:
-        transport = self._client()
-        for script in self._encoder.scripts:
-            await self._load_script(transport, script)
-
-    @staticmethod
-    async def _load_script(transport: Transport, script: Script) -> None:
-        sha = await transport.execute_command("SCRIPT", "LOAD", script.body)
-        if isinstance(sha, bytes):
-            sha = sha.decode()
-        if sha != script.sha:
-            raise ResponseError(f"SCRIPT LOAD of {script.name}.lua returned {sha}, expected {script.sha}")
+        await load_scripts(self._client(), self._encoder.scripts)
 
     async def _probe(self) -> None:
         transport = self._client()
