@@ -216,3 +216,43 @@ async def test_sentinel_failover_away_from_a_frozen_master_is_followed_within_a_
             await exact(limiter)
         finally:
             await limiter.close()
+
+
+async def test_cluster_failover_away_from_a_frozen_master_that_is_the_first_seed(
+    tmp_path: Path, unique_prefix: str
+) -> None:
+    # The owner of the gateway's slot stops answering (SIGSTOP) and is the first node of the URL;
+    # the cluster promotes its replica after cluster-node-timeout. Lookups must not wait on it.
+    with cluster_setup(tmp_path, replicas=1) as cluster:
+        slot = hash_slot("{" + unique_prefix + "}")
+        owner = cluster.node(cluster.owner_port(slot))
+        others = [n for n in cluster.nodes if n is not owner]
+        limiter = RedisLimiter(cluster.url(owner, *others), unique_prefix, SETTINGS)
+        await limiter.start(SETTINGS)
+        try:
+            held = await exact(limiter)
+            owner.send_signal(19)  # SIGSTOP
+            try:
+                assert (await limiter.admit((SEMAPHORE,))).degraded
+                survivor = others[0]
+
+                def new_owner() -> int | None:
+                    with redis.Redis(port=survivor.port, socket_timeout=1) as client:
+                        for first, last, master, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                            if first <= slot <= last and int(master[1]) != owner.port:
+                                return int(master[1])
+                    return None
+
+                started = time.monotonic()
+                while await asyncio.to_thread(new_owner) is None:
+                    assert time.monotonic() - started < 30, "the cluster did not fail over"
+                    await asyncio.sleep(0.05)
+                await resumed_within(limiter, 1.0)
+            finally:
+                owner.send_signal(18)  # SIGCONT
+            assert not (await limiter.admit((SEMAPHORE,))).allowed  # the held leases are still counted
+            for decision in held:
+                await limiter.release(decision.lease)
+            await exact(limiter)
+        finally:
+            await limiter.close()

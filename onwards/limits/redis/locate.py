@@ -62,8 +62,6 @@ class Locator:
         self.slot = hash_slot("{" + slot_tag + "}")
         self._moved: tuple[str, int] | None = None
         self._seed_logged = False
-        # The Sentinel that answered last is asked first next time (a dead one costs a timeout).
-        self._sentinel = 0
 
     @property
     def topology(self) -> str:
@@ -111,23 +109,10 @@ class Locator:
         t = self.target
         auth: list[tuple[Any, ...]] = []
         if t.sentinel_password is not None:
-            auth = [
-                ("AUTH", t.sentinel_username, t.sentinel_password)
-                if t.sentinel_username
-                else ("AUTH", t.sentinel_password)
-            ]
-        errors: list[str] = []
-        count = len(t.nodes)
-        for i in range(count):
-            index = (self._sentinel + i) % count
-            node = t.nodes[index]
-            try:
-                replies = await opener.command(
-                    node, t.tls, [*auth, ("SENTINEL", "get-master-addr-by-name", t.service)]
-                )
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                errors.append(f"{node[0]}:{node[1]}: {exc or type(exc).__name__}")
-                continue
+            user = (t.sentinel_username,) if t.sentinel_username else ()
+            auth = [("AUTH", *user, t.sentinel_password)]
+
+        def answer(node: tuple[str, int], replies: list[Any]) -> tuple[str, int] | None:
             for reply in replies:
                 if isinstance(reply, Exception):
                     if "unknown command" in str(reply).lower():
@@ -135,27 +120,26 @@ class Locator:
                             f"{node[0]}:{node[1]} in {t.redacted} is not a Redis Sentinel"
                         )
                     raise RedisMisconfigured(f"Sentinel {node[0]}:{node[1]} refused: {reply}")
-            reply = replies[-1]
-            if reply is None:
+            if replies[-1] is None:
                 raise RedisMisconfigured(f"Sentinel {node[0]}:{node[1]} knows no master named {t.service!r}")
-            self._sentinel = index
-            host, port = reply
+            host, port = replies[-1]
             return _text(host), int(port)
-        raise ConnectionError(f"no Sentinel of {t.redacted} answered ({'; '.join(errors)})")
+
+        commands = [*auth, ("SENTINEL", "get-master-addr-by-name", t.service)]
+        return await _first_answer(opener, t, t.nodes, commands, answer, "no Sentinel answered")
 
     async def _from_cluster(self, opener: Opener) -> tuple[str, int]:
         t = self.target
+        if self._moved is not None:
+            # A MOVED reply named the owner; the handshake checks it, a wrong guess gets MOVED again.
+            moved, self._moved = self._moved, None
+            return moved
         auth: list[tuple[Any, ...]] = []
         if t.password is not None:
-            auth = [("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)]
-        nodes = ([self._moved] if self._moved else []) + [n for n in t.nodes if n != self._moved]
-        errors: list[str] = []
-        for node in nodes:
-            try:
-                replies = await opener.command(node, t.tls, [*auth, ("CLUSTER", "SLOTS")])
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                errors.append(f"{node[0]}:{node[1]}: {exc or type(exc).__name__}")
-                continue
+            user = (t.username,) if t.username else ()
+            auth = [("AUTH", *user, t.password)]
+
+        def answer(node: tuple[str, int], replies: list[Any]) -> tuple[str, int] | None:
             for reply in replies:
                 if isinstance(reply, Exception):
                     text = str(reply)
@@ -166,13 +150,49 @@ class Locator:
                     raise RedisMisconfigured(f"cluster node {node[0]}:{node[1]} refused: {text}")
             for first, last, master, *_ in replies[-1]:
                 if int(first) <= self.slot <= int(last):
-                    host = _text(master[0]) or node[0]
-                    return host, int(master[1])
-            errors.append(f"{node[0]}:{node[1]}: no node owns slot {self.slot}")
-        self._moved = None
-        raise ConnectionError(
-            f"no node of {t.redacted} gave the owner of slot {self.slot} ({'; '.join(errors)})"
+                    return (_text(master[0]) or node[0]), int(master[1])
+            return None  # a node that has not learned the owner yet; another may have
+
+        commands = [*auth, ("CLUSTER", "SLOTS")]
+        return await _first_answer(
+            opener, t, t.nodes, commands, answer, f"no node gave the owner of slot {self.slot}"
         )
+
+
+async def _first_answer(
+    opener: Opener,
+    target: RedisTarget,
+    nodes: tuple[tuple[str, int], ...],
+    commands: list[tuple[Any, ...]],
+    answer: Any,
+    failure: str,
+) -> tuple[str, int]:
+    """Ask every node at once and take the first useful answer: a node that hangs (a frozen
+    master among the seeds, a dead Sentinel) must not hold up the lookup."""
+
+    async def ask(node: tuple[str, int]) -> tuple[tuple[str, int], list[Any]]:
+        return node, await opener.command(node, target.tls, commands)
+
+    pending = {asyncio.ensure_future(ask(node)) for node in nodes}
+    errors: list[str] = []
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                try:
+                    node, replies = task.result()
+                except (OSError, ConnectionError, TimeoutError) as exc:
+                    errors.append(f"{exc or type(exc).__name__}")
+                    continue
+                found = answer(node, replies)
+                if found is not None:
+                    return found
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+    raise ConnectionError(f"{failure} for {target.redacted} ({'; '.join(errors) or 'no answer'})")
 
 
 def _text(value: Any) -> str:
