@@ -113,6 +113,8 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
             snapshot.limits,
             on_state_change=gateway.metrics.limiter_state,
             on_error=gateway.metrics.limiter_error,
+            on_problem=gateway.metrics.limiter_problem,
+            on_deferred=gateway.metrics.limiter_release_deferred,
         )
         await limiter.start(snapshot.limits)
         gateway.limiter = limiter
@@ -188,13 +190,20 @@ def create_app(settings: Settings | None = None) -> OnwardsApp:
         # rotation; with deny it would only answer 503s, so it reports not ready.
         if not limiter.healthy and policy == "deny":
             return JSONResponse(
-                {"status": "limiter_unavailable", "limiter": limiter.description}, status_code=503
+                {
+                    "status": "limiter_unavailable",
+                    "limiter": limiter.description,
+                    "limiter_problem": limiter.problem,
+                },
+                status_code=503,
             )
         return JSONResponse(
             {
                 "status": "ready",
                 "limiter": limiter.description,
                 "limiter_healthy": limiter.healthy,
+                # A Redis that says the URL or credentials are wrong (one line), else null.
+                "limiter_problem": limiter.problem,
                 "config_version": gateway.active.snapshot.version,
             }
         )

@@ -26,6 +26,7 @@ from onwards.edge.drain import CUT_CLEANUP_S, cut_total
 from onwards.edge.limits import default_backpressure, raise_open_file_limit
 from onwards.edge.ports import port_problem
 from onwards.edge.worker import MAIN_PID_ENV, serve_worker
+from onwards.limits.redis.check import redis_url_problem
 from onwards.logging_setup import configure_logging
 from onwards.settings import SETTINGS_ENV, Option, Settings, cli_default, env_name, options
 
@@ -258,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"onwards: error: {problem}", file=sys.stderr)
             return 2
     configure_logging(settings.log_level, settings.log_format)
+    if settings.redis_url and (problem := redis_url_problem(settings.redis_url, settings.redis_prefix)):
+        print(f"onwards: error: {problem}", file=sys.stderr)
+        return 2
     try:
         snapshot = _validate_config(settings)
     except ConfigError as exc:

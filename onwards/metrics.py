@@ -40,6 +40,7 @@ UPSTREAM_ERROR_KINDS = ("connect", "timeout", "reset", "status")
 LIMIT_SCOPES = ("key", "target", "provider")
 LIMIT_KINDS = ("rate", "concurrency")
 LIMITER_STATES = {"closed": 0.0, "open": 1.0}
+DEFERRED_RELEASE_RESULTS = ("kept", "dropped")
 RELOAD_RESULTS = ("ok", "error")
 AUTH_FAILURE_REASONS = ("missing", "invalid")
 EDGE_REFUSAL_REASONS = ("path", "body_timeout", "preflight")
@@ -71,6 +72,12 @@ class Metrics:
         pass
 
     def limiter_state(self, state: str) -> None:
+        pass
+
+    def limiter_problem(self, problem: str | None) -> None:
+        pass
+
+    def limiter_release_deferred(self, result: str, count: int) -> None:
         pass
 
     def fallback_attempt(self, target: str) -> None:
@@ -273,6 +280,19 @@ class PrometheusMetrics(Metrics):
             registry=None,
             multiprocess_mode="livemax",
         )
+        self._misconfigured = Gauge(
+            p + "limiter_misconfigured",
+            "1 while any live worker's Redis says the limiter's URL or credentials are wrong.",
+            registry=None,
+            multiprocess_mode="livemax",
+        )
+        self._deferred = Counter(
+            p + "limiter_releases_deferred",
+            "Permit releases Redis could not take at once: kept to resend, or dropped past the bound.",
+            ("result",),
+            registry=None,
+        )
+        self._deferred_children = {r: self._deferred.labels(r) for r in DEFERRED_RELEASE_RESULTS}
         self._fallbacks = Counter(
             p + "fallback_attempts",
             "Extra providers tried after a failed attempt, by target.",
@@ -399,6 +419,17 @@ class PrometheusMetrics(Metrics):
         if value is None:
             raise ValueError(f"limiter state must be one of {tuple(LIMITER_STATES)}, got {state!r}")
         self._circuit.set(value)
+
+    def limiter_problem(self, problem: str | None) -> None:
+        self._misconfigured.set(0.0 if problem is None else 1.0)
+
+    def limiter_release_deferred(self, result: str, count: int) -> None:
+        child = self._deferred_children.get(result)
+        if child is None:
+            raise ValueError(
+                f"deferred release result must be one of {DEFERRED_RELEASE_RESULTS}, got {result!r}"
+            )
+        child.inc(count)
 
     def fallback_attempt(self, target: str) -> None:
         child = self._fallback_children.get(target)

@@ -58,6 +58,7 @@ from onwards.config.reasoning import read_translation
 from onwards.config.rules import check_redirects, read_rules
 from onwards.edge.cors import parse_cors
 from onwards.edge.egress import check_proxy_url
+from onwards.limits.keys import settings_problems
 
 log = logging.getLogger("onwards.config")
 
@@ -338,19 +339,17 @@ class _Loader:
     def limits(self, f: _Fields) -> LimitsSettings:
         default = LimitsSettings()
         policy = f.optional_string("on_redis_error", default.on_redis_error)
-        if policy not in ("allow", "deny"):
-            self.fail(f.at("on_redis_error"), "must be 'allow' or 'deny'")
         timeout = f.optional_int("redis_timeout_ms", default.redis_timeout_ms, minimum=1)
         ttl = f.optional_int("lease_ttl_ms", default.lease_ttl_ms, minimum=1)
         renew = f.optional_int("renew_interval_ms", default.renew_interval_ms, minimum=1)
-        # A lease renewed no more often than it expires would lapse under a live request.
-        if renew >= ttl and f.has("renew_interval_ms"):
-            self.fail(f.at("renew_interval_ms"), f"must be less than lease_ttl_ms ({ttl})")
-        if renew >= ttl:
-            self.fail(
-                f.at("lease_ttl_ms"),
-                f"must be greater than renew_interval_ms ({renew}, the default); set both",
-            )
+        # The rules live once, with the limiter (onwards/limits/keys.py); here they get field paths.
+        for field, message in settings_problems(policy, timeout, ttl, renew):
+            if field == "renew_interval_ms" and not f.has("renew_interval_ms"):
+                field, message = (
+                    "lease_ttl_ms",
+                    f"must be greater than renew_interval_ms ({renew}, the default); set both",
+                )
+            self.fail(f.at(field), message)
         f.finish()
         return LimitsSettings(
             on_redis_error=policy,  # type: ignore[arg-type]

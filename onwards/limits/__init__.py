@@ -41,12 +41,15 @@ def build_limiter(
     hash_tag: str | None = None,
     on_state_change: Callable[[str], None] | None = None,
     on_error: Callable[[], None] | None = None,
+    on_problem: Callable[[str | None], None] | None = None,
+    on_deferred: Callable[[str, int], None] | None = None,
 ) -> Limiter:
     """The limiter for this worker; call ``await limiter.start(settings)`` before use.
 
     The hooks only apply to Redis (the in-process limiter cannot fail): ``on_state_change``
     receives "open" or "closed" when the circuit breaker changes state, ``on_error`` is called
-    once per failed Redis call.
+    once per failed Redis call, ``on_problem`` with a one-line misconfiguration (or None once it
+    is gone), ``on_deferred`` with ("kept" | "dropped", count) for releases Redis could not take.
     """
     if redis_url:
         return RedisLimiter(
@@ -56,6 +59,8 @@ def build_limiter(
             hash_tag=hash_tag,
             on_state_change=on_state_change,
             on_error=on_error,
+            on_problem=on_problem,
+            on_deferred=on_deferred,
             start_timeout_s=WORKER_START_TIMEOUT_S,
         )
     return MemoryLimiter(settings)

@@ -87,3 +87,7 @@ class Limiter(Protocol):
     @property
     def description(self) -> str:
         """Human words for logs and /ready: which backend, per process or shared."""
+
+    @property
+    def problem(self) -> str | None:
+        """A misconfiguration the backend reported (one line, for /ready), or None."""

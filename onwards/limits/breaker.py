@@ -3,8 +3,10 @@
 While the circuit is open, requests do not touch the backend at all: they get the failure policy
 at once instead of each waiting out a timeout. One background task per breaker probes the
 backend after a cool-down (a tenacity retry loop) and closes the circuit when the probe passes.
-The cool-down grows exponentially (1 s, 2 s, 4 s, ... up to 10 s by default) while the backend
-keeps failing, and starts again from the bottom once a real call has succeeded.
+The cool-down grows exponentially from `base_delay` up to `max_delay` while the backend keeps
+failing, and starts again from the bottom once a real call has succeeded. Each wait is jittered
+(between half and all of the cool-down) so the workers of a host do not probe in step. The Redis
+limiter uses 0.1 s up to 0.4 s: a probe is one PING, and limits must resume within a second.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -92,14 +95,17 @@ class CircuitBreaker:
         self._notify("open")
         self._task = asyncio.get_running_loop().create_task(self._recover(), name=f"{self._name} probe")
 
+    def _jittered(self) -> float:
+        return self.cooldown() * (0.5 + random.random() / 2)
+
     async def _recover(self) -> None:
-        await asyncio.sleep(self.cooldown())
+        await asyncio.sleep(self._jittered())
         # tenacity runs the probe until it passes; `after` lengthens the streak (and so the next
         # cool-down) before `wait` reads it.
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(Exception),
             after=self._probe_failed,
-            wait=lambda _: self.cooldown(),
+            wait=lambda _: self._jittered(),
         ):
             with attempt:
                 await self._probe()

@@ -105,17 +105,38 @@ def validate_checks(checks: Iterable[Check]) -> None:
         validate_check(check)
 
 
-def validate_settings(settings: LimitsSettings) -> None:
-    """Refuse limiter settings that would break the limiter's promises."""
-    if settings.on_redis_error not in ("allow", "deny"):
-        raise ValueError(f"limits.on_redis_error must be 'allow' or 'deny', got {settings.on_redis_error!r}")
-    for name in ("redis_timeout_ms", "lease_ttl_ms", "renew_interval_ms"):
-        value = getattr(settings, name)
+def settings_problems(
+    on_redis_error: object, redis_timeout_ms: object, lease_ttl_ms: object, renew_interval_ms: object
+) -> list[tuple[str, str]]:
+    """The one statement of what limiter settings must be: (field, what is wrong) for each problem.
+
+    The config parser reports these at their field paths; `validate_settings` raises the first.
+    """
+    problems: list[tuple[str, str]] = []
+    if on_redis_error not in ("allow", "deny"):
+        problems.append(("on_redis_error", "must be 'allow' or 'deny'"))
+    values = {
+        "redis_timeout_ms": redis_timeout_ms,
+        "lease_ttl_ms": lease_ttl_ms,
+        "renew_interval_ms": renew_interval_ms,
+    }
+    for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"limits.{name} must be a positive integer (milliseconds), got {value!r}")
-    if settings.renew_interval_ms >= settings.lease_ttl_ms:
+            problems.append((name, f"must be a positive integer (milliseconds), got {value!r}"))
+    ttl, renew = values["lease_ttl_ms"], values["renew_interval_ms"]
+    if isinstance(ttl, int) and isinstance(renew, int) and renew >= ttl:
         # A lease would expire between two renewals and a running stream would lose its permit.
-        raise ValueError(
-            f"limits.renew_interval_ms ({settings.renew_interval_ms}) must be shorter than "
-            f"limits.lease_ttl_ms ({settings.lease_ttl_ms})"
-        )
+        problems.append(("renew_interval_ms", f"must be less than lease_ttl_ms ({ttl})"))
+    return problems
+
+
+def validate_settings(settings: LimitsSettings) -> None:
+    """Refuse limiter settings that would break the limiter's promises (ValueError)."""
+    problems = settings_problems(
+        settings.on_redis_error, settings.redis_timeout_ms, settings.lease_ttl_ms, settings.renew_interval_ms
+    )
+    if problems:
+        field, message = problems[0]
+        if field == "on_redis_error":
+            message = f"{message}, got {settings.on_redis_error!r}"
+        raise ValueError(f"limits.{field} {message}")

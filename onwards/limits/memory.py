@@ -55,6 +55,10 @@ class MemoryLimiter:
         return "closed"
 
     @property
+    def problem(self) -> str | None:
+        return None  # nothing to misconfigure in-process
+
+    @property
     def description(self) -> str:
         return (
             "in-process limits: each worker process counts on its own (N workers admit up to N times a limit)"

@@ -28,6 +28,7 @@ class FakeRedisTransport:
     ) -> None:
         self.client = client or fakeredis.FakeAsyncRedis(server=server or fakeredis.FakeServer())
         self.on_change: Callable[[], None] | None = None
+        self.on_connect: Callable[[Callable[[bytes], asyncio.Future[Any]]], None] | None = None
         self.connect_timeout = 2.0
         self.commands: list[str] = []  # the name of every command run, in order
         self.writes = 0  # calls of send_now / execute_packed: what would be socket writes
@@ -55,6 +56,19 @@ class FakeRedisTransport:
     def abort(self) -> None:
         self._lost(ConnectionError("Redis connection reset by the limiter"))
 
+    def redirected(self, exc: Exception) -> None:
+        self.abort()
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    def stuck_for(self) -> float:
+        return 0.0
+
+    async def check_owner(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         self._closed = True
         self._lost(ConnectionError("Redis client closed"))
@@ -75,6 +89,8 @@ class FakeRedisTransport:
         if self._connection is None:
             self._connection = connection
             self.connects += 1
+            if self.on_connect is not None:
+                self.on_connect(self._enqueue)
             if self.on_change is not None:
                 self.on_change()
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+from collections.abc import Sequence
 
 import pytest
 
@@ -20,14 +21,14 @@ class RedisServer(ManagedProcess):
     label = "redis-server"
     startup_timeout = 10.0
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.skip("redis-server is not installed")
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        super().__init__([*argv, "--daemonize", "no"])
+        super().__init__([*argv, "--daemonize", "no", *extra_args])
 
     def ready(self) -> bool:
         return redis_available(self.url, timeout=0.5)

@@ -74,7 +74,7 @@ def test_good_checks_pass() -> None:
         (LimitsSettings(redis_timeout_ms=0), "redis_timeout_ms"),
         (LimitsSettings(lease_ttl_ms=-5), "lease_ttl_ms"),
         (LimitsSettings(renew_interval_ms=0), "renew_interval_ms"),
-        (LimitsSettings(lease_ttl_ms=10_000, renew_interval_ms=10_000), "must be shorter than"),
+        (LimitsSettings(lease_ttl_ms=10_000, renew_interval_ms=10_000), "must be less than lease_ttl_ms"),
     ],
 )
 def test_bad_settings_are_refused(settings: LimitsSettings, message: str) -> None:

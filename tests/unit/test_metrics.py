@@ -172,6 +172,7 @@ def test_prefix_applies_to_every_metric(mp_dir):
         "gw_streamed_bytes", "gw_sse_events", "gw_auth_failures",
         "gw_requests_inflight", "gw_retries", "gw_retry_budget_exhausted",
         "gw_requests_cut", "gw_edge_refusals",
+        "gw_limiter_misconfigured", "gw_limiter_releases_deferred",
     }  # fmt: skip
 
 
@@ -368,3 +369,27 @@ def test_rust_inflight_gauges_and_retry_counters(mp_dir):
     assert value(s, "onwards_model_inflight", model="claude") == 0
     assert value(s, "onwards_retries_total") == 2
     assert value(s, "onwards_retry_budget_exhausted_total") == 1
+
+
+def test_limiter_problem_and_deferred_releases(mp_dir):
+    m = build_metrics(True, "onwards")
+    m.limiter_problem("Redis at redis://h:26379/0 is a Redis Sentinel")
+    m.limiter_release_deferred("kept", 5)
+    m.limiter_release_deferred("dropped", 2)
+    samples = {
+        (s.name, s.labels.get("result")): s.value
+        for metric in MultiProcessCollector(None, path=mp_dir).collect()
+        for s in metric.samples
+    }
+    assert samples[("onwards_limiter_misconfigured", None)] == 1.0
+    assert samples[("onwards_limiter_releases_deferred_total", "kept")] == 5
+    assert samples[("onwards_limiter_releases_deferred_total", "dropped")] == 2
+    m.limiter_problem(None)
+    samples = {
+        s.name: s.value
+        for metric in MultiProcessCollector(None, path=mp_dir).collect()
+        for s in metric.samples
+    }
+    assert samples["onwards_limiter_misconfigured"] == 0.0
+    with pytest.raises(ValueError, match="deferred release result"):
+        m.limiter_release_deferred("lost", 1)

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential, wait_random
@@ -104,35 +106,86 @@ def version_label(number: int | bytes | str, digest: bytes | str) -> str:
     return f"v{int(number)}-{digest}"
 
 
-def connect_redis(redis_url: str, *, client_name: str | None = None) -> aioredis.Redis:
+def connect_redis(redis_url: str, *, client_name: str | None = None, cluster_seed: bool = False) -> Any:
     """A client for config traffic, with redis-py's own retries switched off.
 
     redis-py would otherwise reconnect a dropped pub/sub connection and resubscribe by
     itself, silently; the follower must see the drop to re-read the stored version, and
     does its own retrying with backoff. Tests replace this function to use fakeredis.
-    The URL is read by the same parser as the limiter's (RedisURLError when unusable).
+    The URL is read by the same parser as the limiter's (RedisURLError when unusable), and
+    every form the limiter takes works here: a Sentinel client follows failovers, a cluster
+    client the slot map (`cluster_seed` reads a redis:// URL as one cluster seed).
     """
     target = parse_redis_url(redis_url)
+    if cluster_seed:
+        target = target.with_topology("cluster")
     options: dict[str, Any] = {
         "client_name": client_name,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECS,
         "socket_timeout": CONNECT_TIMEOUT_SECS,
-        "retry": Retry(NoBackoff(), 0),
-        "db": target.db,
         "username": target.username,
         "password": target.password,
     }
-    if target.topology != "single":
-        raise RedisURLError(f"{target.topology} URLs are not supported for config yet: {target.redacted}")
+    if target.topology == "cluster":
+        nodes = [ClusterNode(host, port) for host, port in target.nodes]
+        return RedisCluster(startup_nodes=nodes, ssl=target.tls, **options)
+    options["retry"] = Retry(NoBackoff(), 0)
+    if target.topology == "sentinel":
+        sentinel_options = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_SECS,
+            "socket_timeout": CONNECT_TIMEOUT_SECS,
+            "username": target.sentinel_username,
+            "password": target.sentinel_password,
+            "ssl": target.tls,
+        }
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options, ssl=target.tls)
+        assert target.service is not None
+        return sentinel.master_for(target.service, db=target.db, **options)
+    options["db"] = target.db
     if target.path is not None:
         return aioredis.Redis(unix_socket_path=target.path, **options)
     host, port = target.nodes[0]
     return aioredis.Redis(host=host, port=port, ssl=target.tls, socket_keepalive=True, **options)
 
 
-def _cli_client(redis_url: str) -> aioredis.Redis:
+async def open_redis(redis_url: str, *, client_name: str | None = None) -> Any:
+    """connect_redis, except that a redis:// URL naming a cluster node is used as a cluster seed
+    (and logged so), as the limiter does."""
+    client = connect_redis(redis_url, client_name=client_name)
+    if isinstance(client, RedisCluster):
+        # The slot map first: its pub/sub looks the channel's node up in it.
+        await _initialized(client)
+        return client
+    if parse_redis_url(redis_url).topology != "single":
+        return client
     try:
-        return connect_redis(redis_url)
+        mode = (await client.info("server")).get("redis_mode")
+    except ResponseError:  # INFO refused (renamed, or a test double): not a cluster seed then
+        return client
+    except BaseException:
+        await _close(client)
+        raise
+    if mode != "cluster":
+        return client
+    await _close(client)
+    log.warning("%s is a Redis Cluster node; using it as a cluster seed", redact_url(redis_url))
+    cluster = connect_redis(redis_url, client_name=client_name, cluster_seed=True)
+    await _initialized(cluster)
+    return cluster
+
+
+async def _initialized(client: RedisCluster) -> RedisCluster:
+    try:
+        await client.initialize()
+    except BaseException:
+        await _close(client)
+        raise
+    return client
+
+
+async def _cli_client(redis_url: str) -> Any:
+    try:
+        return await open_redis(redis_url)
     except RedisURLError as error:
         raise ConfigError(f"invalid Redis URL {redact_url(redis_url)}: {error}") from None
 
@@ -168,7 +221,10 @@ async def push_config(redis_url: str, prefix: str, body: bytes, source: str) -> 
     Redis cannot be reached or refuses the write."""
     check_prefix(prefix)
     key = config_key(prefix)
-    client = _cli_client(redis_url)
+    try:
+        client = await _cli_client(redis_url)
+    except (RedisError, OSError) as error:
+        raise _unreachable(redis_url, error) from None
     try:
         version, receivers = await client.eval(
             _PUSH_SCRIPT, 1, key, body, content_version(body), source, notify_channel(prefix)
@@ -189,7 +245,10 @@ async def read_stored(redis_url: str, prefix: str) -> StoredConfig:
     """The config stored under the prefix. Raises ConfigError when nothing is stored or
     Redis cannot be reached."""
     check_prefix(prefix)
-    client = _cli_client(redis_url)
+    try:
+        client = await _cli_client(redis_url)
+    except (RedisError, OSError) as error:
+        raise _unreachable(redis_url, error) from None
     try:
         return await _read_stored(client, prefix)
     except ConfigError:
@@ -239,7 +298,7 @@ async def _read_stored(client: aioredis.Redis, prefix: str) -> StoredConfig:
     )
 
 
-async def _close(client: aioredis.Redis) -> None:
+async def _close(client: aioredis.Redis | RedisCluster) -> None:
     with contextlib.suppress(Exception):
         await client.aclose()
 
@@ -325,7 +384,7 @@ class RedisFollower(ConfigFollower):
 
     async def _session(self, apply: Apply, refuse: Refuse) -> None:
         """Subscribe, catch up, then follow until the connection breaks (never returns)."""
-        client = connect_redis(self._url, client_name=self.client_name)
+        client = await open_redis(self._url, client_name=self.client_name)
         pubsub = client.pubsub()
         listener: asyncio.Task[None] | None = None
         try:

@@ -5,18 +5,39 @@ release.lua call, both written together on the transport (releases first: an adm
 same batch may need the permit one gives back). Under load this turns thousands of script calls
 a second into a few hundred, on both sides of the connection. Every admission of a batch waits at
 most one `timeout` (one timer per batch, not one per request).
+
+No permit is orphaned by a failure here:
+
+* a release that could not be sent, or whose call failed, is kept ("owed") and sent again with the
+  next batch once Redis answers; the owed list is bounded (the oldest are dropped, counted, and
+  come back by their lease expiry);
+* an admission whose reply came after its request gave up is released as soon as the reply shows
+  it was granted; one whose reply never came (the connection was lost) is released blindly by its
+  lease ids, which removes nothing if Redis never ran it;
+* MOVED and READONLY mean the call did not run: the transport finds the right node and the call
+  goes once more, like after NOSCRIPT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from onwards.limits.redis.encoding import Admission, AdmitPlan, Encoder, Release
+from onwards.limits.redis.errors import RedirectError
 from onwards.limits.redis.transport import Transport
+
+# Owed (semaphore, lease) pairs kept while Redis cannot take them: a worker's in-flight requests
+# many times over. Past this the oldest go, and their lease expiry gives the permits back.
+MAX_OWED = 50_000
+
+
+def _noop_deferred(result: str, count: int) -> None:
+    return None
 
 
 class Batcher:
@@ -27,6 +48,8 @@ class Batcher:
         *,
         resend: Callable[[bytes], Awaitable[Any]],
         on_released: Callable[[BaseException | None], None],
+        on_deferred: Callable[[str, int], None] = _noop_deferred,
+        forget: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self._encoder = encoder
         self._transport: Transport | None = transport
@@ -34,6 +57,11 @@ class Batcher:
         self._resend = resend
         # Told the outcome of every release call: None when it went through.
         self._on_released = on_released
+        # Counts owed releases: ("kept", n) when kept for later, ("dropped", n) past MAX_OWED.
+        self._on_deferred = on_deferred
+        # Told of every lease this batcher gives back on its own (see recovery.py).
+        self._forget = forget or (lambda lease_id, limiter_ids: None)
+        self._owed: collections.deque[Release] = collections.deque()
         self.timeout = 0.25
         self._admits: list[Admission] = []
         self._releases: list[Release] = []
@@ -56,6 +84,34 @@ class Batcher:
         key = self._encoder.semaphore_key
         self._releases.extend((key(limiter_id), lease) for limiter_id in limiter_ids)
         self._schedule()
+
+    @property
+    def owed(self) -> int:
+        return len(self._owed)
+
+    def owe(self, pairs: list[Release]) -> None:
+        """Keep releases Redis could not take, to send when it answers again (see resume)."""
+        if not pairs:
+            return
+        self._owed.extend(pairs)
+        self._on_deferred("kept", len(pairs))
+        excess = len(self._owed) - MAX_OWED
+        if excess > 0:
+            for _ in range(excess):
+                self._owed.popleft()
+            self._on_deferred("dropped", excess)
+
+    def owe_lease(self, limiter_ids: tuple[str, ...], lease_id: str) -> None:
+        key = self._encoder.semaphore_key
+        lease = lease_id.encode()
+        self.owe([(key(limiter_id), lease) for limiter_id in limiter_ids])
+
+    def resume(self) -> None:
+        """Redis answers again: the owed releases go out with the next write."""
+        if self._owed and self._transport is not None:
+            self._releases.extend(self._owed)
+            self._owed.clear()
+            self._schedule()
 
     def close(self) -> None:
         self._transport = None
@@ -94,38 +150,66 @@ class Batcher:
             future.add_done_callback(callback)
 
     def _admitted(
-        self, done: asyncio.Future[Any], admits: list[Admission], timer: asyncio.TimerHandle
+        self,
+        done: asyncio.Future[Any],
+        admits: list[Admission],
+        timer: asyncio.TimerHandle,
+        retried: bool = False,
     ) -> None:
         exc = done.exception() if not done.cancelled() else ConnectionError("admission batch cancelled")
-        if isinstance(exc, NoScriptError):
-            # Redis restarted or was flushed: reload the scripts and send the same batch again,
-            # still within the batch's timeout.
+        if not retried and isinstance(exc, NoScriptError | RedirectError):
+            # Redis restarted or was flushed, or the keys live elsewhere: the call did not run.
+            # Send the same batch again, still within the batch's timeout.
+            self._redirected(exc)
             retry = asyncio.ensure_future(self._resend(self._encoder.pack_admits(admits)))
-            retry.add_done_callback(lambda again: self._admitted(again, admits, timer))
+            retry.add_done_callback(lambda again: self._admitted(again, admits, timer, True))
             return
         timer.cancel()
+        if exc is not None and not isinstance(exc, NoScriptError | RedirectError):
+            # No reply (the connection was lost) or a script error part-way through the batch:
+            # any of these admissions may hold permits now. Give them all back; removing a lease
+            # that Redis never added removes nothing.
+            for plan, lease_id, _ in admits:
+                if lease_id:
+                    self._forget(lease_id, plan.semaphores)
+                    self.owe_lease(plan.semaphores, lease_id)
+        else:
+            self._resume_on_success(exc)
         for i, (plan, lease_id, future) in enumerate(admits):
             if future.done():
                 # Its request timed out or went away. Had it been admitted, its permits go back.
                 if exc is None and lease_id and done.result()[i] == 0:
+                    self._forget(lease_id, plan.semaphores)
                     self.release(plan.semaphores, lease_id)
             elif exc is not None:
                 future.set_exception(exc)
             else:
                 future.set_result(done.result()[i])
 
-    def _released(self, done: asyncio.Future[Any], releases: list[Release]) -> None:
-        if done.cancelled():
-            return
-        exc = done.exception()
-        if isinstance(exc, NoScriptError):
+    def _released(self, done: asyncio.Future[Any], releases: list[Release], retried: bool = False) -> None:
+        exc = done.exception() if not done.cancelled() else ConnectionError("release batch cancelled")
+        if not retried and isinstance(exc, NoScriptError | RedirectError):
+            self._redirected(exc)
             retry = asyncio.ensure_future(self._resend(self._encoder.pack_releases(releases)))
-            retry.add_done_callback(lambda again: self._released(again, releases))
+            retry.add_done_callback(lambda again: self._released(again, releases, True))
             return
+        if exc is not None and not isinstance(exc, ResponseError):
+            self.owe(releases)  # not sent, or no answer: sent again when Redis answers
+        self._resume_on_success(exc)
         self._on_released(exc)
+
+    def _resume_on_success(self, exc: BaseException | None) -> None:
+        if exc is None and self._owed:
+            self.resume()
+
+    def _redirected(self, exc: BaseException) -> None:
+        if isinstance(exc, RedirectError) and self._transport is not None:
+            self._transport.redirected(exc)
 
 
 def _timed_out(admits: list[Admission]) -> None:
+    # One exception for the whole batch: its requests report one failure, not one each.
+    exc = TimeoutError("Redis did not answer within redis_timeout_ms")
     for _, _, future in admits:
         if not future.done():
-            future.set_exception(TimeoutError("Redis did not answer within redis_timeout_ms"))
+            future.set_exception(exc)

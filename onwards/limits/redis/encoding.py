@@ -13,6 +13,8 @@ import importlib.resources
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from onwards.config.model import Check, ConcurrencyCheck, RateCheck
 from onwards.limits.base import Decision
 from onwards.limits.keys import KeySpace, validate_checks
@@ -31,6 +33,16 @@ class Script:
 def load_script(name: str) -> Script:
     body = importlib.resources.files("onwards.lua").joinpath(f"{name}.lua").read_bytes()
     return Script(name, body, hashlib.sha1(body).hexdigest())
+
+
+async def load_scripts(transport: Any, scripts: tuple[Script, ...]) -> None:
+    """SCRIPT LOAD each script, checking Redis computed the sha this gateway calls them by."""
+    for script in scripts:
+        sha = await transport.execute_command("SCRIPT", "LOAD", script.body)
+        if isinstance(sha, bytes):
+            sha = sha.decode()
+        if sha != script.sha:
+            raise ResponseError(f"SCRIPT LOAD of {script.name}.lua returned {sha}, expected {script.sha}")
 
 
 def bulk(value: bytes) -> bytes:

@@ -3,27 +3,36 @@
 The scripts in ``lua/`` (shipped as the package ``onwards.lua``) are the specification. This
 module is the policy around them: what a reply means (admitted, refused by which check, for how
 long a bucket is known empty), and what a failure means (the failure policy, the circuit breaker,
-a damaged key that must not switch every other limit off). The encoding of checks is in
-encoding.py, the per-iteration batching in batcher.py, the connection in transport.py.
+a damaged key that must not switch every other limit off, a misconfiguration that is reported
+rather than waited out). The encoding of checks is in encoding.py, the per-iteration batching and
+the keeping of releases in batcher.py, the re-registration of held leases in recovery.py, the
+connection in transport.py.
+
+What each failure means is in health.py. A connection is kept through a stall, so late replies
+still arrive and settle what they granted; it is dropped only after it has been silent for STUCK_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from onwards.config.model import Check, LimitsSettings
 from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
-from onwards.limits.breaker import CircuitBreaker
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
 from onwards.limits.redis.batcher import Batcher
-from onwards.limits.redis.encoding import AdmitPlan, Encoder, Script, num
+from onwards.limits.redis.encoding import AdmitPlan, Encoder, load_scripts, num
+from onwards.limits.redis.errors import RedirectError, misconfiguration
+from onwards.limits.redis.health import PROBE_BASE_S, PROBE_MAX_S, RedisHealth
+from onwards.limits.redis.recovery import LeaseBook
 from onwards.limits.redis.transport import Transport, open_transport
 from onwards.limits.redis.url import parse_redis_url
 
@@ -31,15 +40,16 @@ log = logging.getLogger("onwards.limits")
 
 # Errors that mean "Redis did not answer usefully". Anything else is a bug and propagates.
 _FAILURES = (RedisError, OSError, TimeoutError)
-# A damaged key (wrong type) is reported at most this often, not once per request.
-_KEY_ERROR_LOG_INTERVAL_S = 60.0
 # How long a refusal is remembered locally (see admit).
 _EMPTY_MEMORY_S = 1.0
 # What a gateway worker allows itself to load the scripts at start (see RedisLimiter.start).
 WORKER_START_TIMEOUT_S = 2.0
+# A connection with calls waiting and no reply for this long is dropped (a peer that vanished);
+# a shorter stall keeps it, so the late replies settle the permits they granted.
+STUCK_S = 10.0
 
 
-def _noop() -> None:
+def _noop_deferred(result: str, count: int) -> None:
     return None
 
 
@@ -60,8 +70,10 @@ class RedisLimiter:
         transport: Transport | None = None,
         on_state_change: Callable[[str], None] | None = None,
         on_error: Callable[[], None] | None = None,
-        cooldown_s: float = 1.0,
-        max_cooldown_s: float = 10.0,
+        on_problem: Callable[[str | None], None] | None = None,
+        on_deferred: Callable[[str, int], None] | None = None,
+        cooldown_s: float = PROBE_BASE_S,
+        max_cooldown_s: float = PROBE_MAX_S,
         start_timeout_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -77,25 +89,37 @@ class RedisLimiter:
         assert transport is not None
         self._transport: Transport | None = transport
         self._owns_transport = url is not None
-        transport.on_change = self._forget_empty
+        transport.on_change = self._connection_changed
         self._clock = clock  # for the local "bucket known empty" memory only; Redis keeps the time
         # The bound of the script load in start(); None means redis_timeout_ms. Starting is not a
         # request: a process's first connection costs far more than later ones, and on a busy host
         # (every worker starting at once) a request-sized bound failed while Redis was fine,
         # leaving a fresh worker to serve under the failure policy until the breaker's probe.
         self._start_timeout = start_timeout_s
-        self._on_error = on_error or _noop
         self._encoder = Encoder(self.keys)
-        self._batcher = Batcher(self._encoder, transport, resend=self._resend, on_released=self._released)
-        self._breaker = CircuitBreaker(
+        self._book = LeaseBook(self.keys)
+        transport.on_connect = self._book.greet
+        self._batcher = Batcher(
+            self._encoder,
+            transport,
+            resend=self._resend,
+            on_released=self._released,
+            on_deferred=on_deferred or _noop_deferred,
+            forget=self._book.drop,
+        )
+        self._on_state_change = on_state_change or _noop_state
+        self._health = RedisHealth(
             self._probe,
             name=f"Redis limiter ({self._where})",
+            on_state_change=self._state_changed,
+            on_error=on_error,
+            on_problem=on_problem,
             base_delay=cooldown_s,
             max_delay=max_cooldown_s,
-            on_state_change=on_state_change or _noop_state,
-            on_probe_error=self._count_error,
         )
-        self._last_key_error = float("-inf")
+        self._breaker = self._health.breaker
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._closing = False
         self.configure(settings or LimitsSettings())
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -106,6 +130,7 @@ class RedisLimiter:
         self._timeout = settings.redis_timeout_ms / 1000
         self._batcher.timeout = self._timeout
         self._encoder.configure(settings.lease_ttl_ms)
+        self._book.ttl_ms = settings.lease_ttl_ms
         if settings.on_redis_error == "allow":
             self._fallback: Decision | None = Decision(allowed=True, degraded=True)
         else:
@@ -124,11 +149,17 @@ class RedisLimiter:
                 await self._load_scripts()
         except _FAILURES as exc:
             # Serve anyway under the failure policy; the breaker's probe loads the scripts later.
-            self._count_error()
-            self._breaker.trip(exc)
+            self._health.start_failed(exc)
+        else:
+            self._health.note_problem(None)
 
     async def close(self) -> None:
-        await self._breaker.close()
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnecting
+        await self._health.close()
         self._batcher.close()
         transport, self._transport = self._transport, None
         if transport is not None and self._owns_transport:
@@ -143,6 +174,10 @@ class RedisLimiter:
     @property
     def state(self) -> str:
         return self._breaker.state
+
+    @property
+    def problem(self) -> str | None:
+        return self._health.problem
 
     @property
     def description(self) -> str:
@@ -176,7 +211,7 @@ class RedisLimiter:
         try:
             reply = await self._batcher.admit(plan, lease_id)
         except _FAILURES as exc:
-            self._failed("admit", exc)
+            self._health.failed("admit", exc)
             return self._degraded()
         except asyncio.CancelledError:
             # The request went away mid-admission; Redis may have granted the lease all the same.
@@ -184,10 +219,11 @@ class RedisLimiter:
             if lease_id:
                 self.release_soon(Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
             raise
-        self._breaker.record_success()
+        self._health.succeeded()
         if reply == 0:
             if not plan.semaphores:
                 return ALLOW
+            self._book.hold(lease_id, plan.semaphores)
             return Decision(allowed=True, lease=Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
         return self._refused(plan, reply, sent_at)
 
@@ -207,9 +243,35 @@ class RedisLimiter:
             self._empty_until[plan.checks[index].limiter_id] = sent_at + min(wait, _EMPTY_MEMORY_S)
         return Decision(allowed=False, refused=plan.checks[index], retry_after=wait)
 
-    def _forget_empty(self) -> None:
+    def _connection_changed(self) -> None:
         # A lost or new connection may mean a restarted or failed-over Redis, whose buckets start full.
         self._empty_until = {}
+        transport = self._transport
+        if transport is None or transport.connected or self._closing or self._breaker.is_open:
+            return
+        # Lost while the circuit is closed: reconnect now, not at the next request, so the held
+        # leases are back (recovery.py) before any other worker fills their places.
+        if self._reconnecting is None or self._reconnecting.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: shutting down
+                self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        # Quietly: a request that comes meanwhile reconnects by itself and decides the policy;
+        # this loop only makes sure the new connection (and its greeting) happens soon.
+        while not self._closing and not self._breaker.is_open:
+            transport = self._transport
+            if transport is None or transport.connected:
+                return
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await transport.execute_command("PING")
+                return
+            except _FAILURES as exc:
+                if misconfiguration(exc) is not None:
+                    # Not an outage to wait out quietly: report it, and serve by the policy.
+                    self._health.failed("reconnect", exc)
+                    return
+            await asyncio.sleep(PROBE_BASE_S * (1 + random.random()))
 
     def _known_empty(self, plan: AdmitPlan) -> Decision | None:
         now = self._clock()
@@ -224,11 +286,22 @@ class RedisLimiter:
         return None
 
     async def release(self, lease: Lease) -> None:
+        if not lease.limiter_ids:
+            return
+        self._book.drop(lease.lease_id, lease.limiter_ids)
         head = self._encoder.lease_head(self._encoder.release, lease.limiter_ids)
-        await self._lease_call("release", lease, (*head, *([lease.lease_id] * len(lease.limiter_ids))))
+        if not await self._lease_call(
+            "release", lease, (*head, *([lease.lease_id] * len(lease.limiter_ids)))
+        ):
+            self._batcher.owe_lease(lease.limiter_ids, lease.lease_id)
 
     def release_soon(self, lease: Lease) -> None:
-        if not lease.limiter_ids or self._breaker.is_open or self._transport is None:
+        if not lease.limiter_ids or self._transport is None:
+            return
+        self._book.drop(lease.lease_id, lease.limiter_ids)
+        if self._breaker.is_open:
+            # Kept, and sent when Redis answers again: its permit must not wait for the lease ttl.
+            self._batcher.owe_lease(lease.limiter_ids, lease.lease_id)
             return
         # Queued for this iteration's write, with every other release and admission of it. The
         # caller yields once before the end of its response (see releases_pending), which lets
@@ -245,26 +318,37 @@ class RedisLimiter:
 
     # -- internals -------------------------------------------------------------------------
 
+    @property
+    def releases_owed(self) -> int:
+        """Releases kept because Redis could not take them yet."""
+        return self._batcher.owed
+
     def _released(self, exc: BaseException | None) -> None:
         if exc is None:
-            self._breaker.record_success()
+            self._health.succeeded()
         elif isinstance(exc, _FAILURES):
-            self._failed("release", exc)
+            self._health.failed("release", exc)
 
-    async def _lease_call(self, what: str, lease: Lease, args: tuple[Any, ...]) -> None:
+    def _state_changed(self, state: str) -> None:
+        if state == "closed":
+            self._batcher.resume()
+        self._on_state_change(state)
+
+    async def _lease_call(self, what: str, lease: Lease, args: tuple[Any, ...]) -> bool:
         # Never raises: a permit that is not given back or renewed comes back when its lease expires.
+        # False when the call did not go through.
         if not lease.limiter_ids or self._breaker.is_open or self._transport is None:
-            return
+            return False
         try:
             async with asyncio.timeout(self._timeout):
                 held = await self._call(args)
         except _FAILURES as exc:
-            self._failed(what, exc)
-            return
+            self._health.failed(what, exc)
+            return False
         except Exception:
             log.exception("unexpected error in limiter %s", what)
-            return
-        self._breaker.record_success()
+            return False
+        self._health.succeeded()
         if held != len(lease.limiter_ids):
             log.debug(
                 "%s of lease %s: %s of %d permits were still held",
@@ -273,6 +357,7 @@ class RedisLimiter:
                 held,
                 len(lease.limiter_ids),
             )
+        return True
 
     def _client(self) -> Transport:
         transport = self._transport
@@ -284,48 +369,35 @@ class RedisLimiter:
         transport = self._client()
         try:
             return await transport.execute_command(*args)
-        except NoScriptError:
-            # Redis restarted, failed over or was flushed: the script cache is empty.
+        except (NoScriptError, RedirectError) as exc:
+            # Redis restarted, failed over or was flushed (the script cache is empty), or the keys
+            # are on another node now: the call did not run; send it once more.
+            if isinstance(exc, RedirectError):
+                transport.redirected(exc)
             await self._load_scripts()
-            return await transport.execute_command(*args)
+            return await self._client().execute_command(*args)
 
     async def _resend(self, packed: bytes) -> Any:
         await self._load_scripts()
         return await self._client().execute_packed(packed)
 
     async def _load_scripts(self) -> None:
-        transport = self._client()
-        for script in self._encoder.scripts:
-            await self._load_script(transport, script)
-
-    @staticmethod
-    async def _load_script(transport: Transport, script: Script) -> None:
-        sha = await transport.execute_command("SCRIPT", "LOAD", script.body)
-        if isinstance(sha, bytes):
-            sha = sha.decode()
-        if sha != script.sha:
-            raise ResponseError(f"SCRIPT LOAD of {script.name}.lua returned {sha}, expected {script.sha}")
+        await load_scripts(self._client(), self._encoder.scripts)
 
     async def _probe(self) -> None:
-        async with asyncio.timeout(self._timeout):
-            await self._client().execute_command("PING")
-            await self._load_scripts()
-
-    def _failed(self, what: str, exc: BaseException) -> None:
-        self._count_error()
-        if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
-            # Redis answered; one limiter's key holds something else. Opening the circuit would
-            # put every other limit under the failure policy because of one damaged key.
-            now = time.monotonic()
-            if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
-                self._last_key_error = now
-                log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
-            return
-        log.debug("limiter %s failed: %r", what, exc)
-        if self._transport is not None and isinstance(exc, TimeoutError | OSError | ConnectionError):
-            # A connection that stopped answering would hold every later call behind it.
-            self._transport.abort()
-        self._breaker.trip(exc)
+        transport = self._client()
+        if transport.stuck_for() > STUCK_S:
+            # Nothing has come back for so long that the peer is gone; a stall would have ended.
+            transport.abort()
+        try:
+            async with asyncio.timeout(self._timeout):
+                await transport.check_owner()
+                await transport.execute_command("PING")
+                await self._load_scripts()
+        except _FAILURES as exc:
+            self._health.note_problem(exc)
+            raise
+        self._health.succeeded()
 
     def _degraded(self) -> Decision:
         if self._fallback is None:
@@ -333,9 +405,3 @@ class RedisLimiter:
                 f"Redis limiter at {self._where} is unavailable and limits.on_redis_error is deny"
             )
         return self._fallback
-
-    def _count_error(self) -> None:
-        try:
-            self._on_error()
-        except Exception:
-            log.exception("on_error hook failed")
