@@ -1,0 +1,195 @@
+"""The usage a provider reported, from a JSON body or from an SSE stream as it passes.
+
+Chat and completions report `usage.prompt_tokens` / `completion_tokens`; the Responses API reports
+`input_tokens` / `output_tokens`, in the body or in its `response.completed` event; embeddings
+report prompt tokens only. The stream reader sees the stream in whatever chunks the network cut
+it into: events may be split anywhere, and only complete events are read.
+
+When the gateway asked the provider for usage on the client's behalf (the client's stream did not
+ask), the reader also takes out what asking added, so the client receives the stream the provider
+would have sent it: the final usage chunk (no choices, a usage object) is dropped, and the
+`"usage":null` that some providers (OpenAI) then put in every other chunk is removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+# An event longer than this without an end is not read for usage (it is forwarded all the same).
+_MAX_PENDING = 1 << 20
+_USAGE = b'"usage"'
+_NULLS = (b',"usage":null', b', "usage": null', b',"usage": null')
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt: int
+    completion: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+
+def _count(value: object) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+def usage_of(obj: object) -> Usage | None:
+    """The usage object of a decoded response body, chunk or Responses event, if it has one."""
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if usage is None:
+        response = obj.get("response")
+        if isinstance(response, dict):
+            usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = _count(usage.get("prompt_tokens"))
+    if prompt is None:
+        prompt = _count(usage.get("input_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    if completion is None:
+        completion = _count(usage.get("output_tokens"))
+    if prompt is None and completion is None:
+        return None
+    return Usage(prompt or 0, completion or 0)
+
+
+def usage_from_json(body: bytes) -> Usage | None:
+    """The usage of a whole JSON response body; None when it has none or is not JSON."""
+    if _USAGE not in body:
+        return None
+    try:
+        return usage_of(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _event_data(event: bytes) -> bytes | None:
+    """The joined `data:` lines of one SSE event."""
+    lines = [line for line in event.splitlines() if line.startswith(b"data:")]
+    if not lines:
+        return None
+    parts = [line[6:] if line[5:6] == b" " else line[5:] for line in lines]
+    return parts[0] if len(parts) == 1 else b"\n".join(parts)
+
+
+def _decode_event(event: bytes) -> object | None:
+    data = _event_data(event)
+    if data is None or data == b"[DONE]":
+        return None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _next_end(data: bytes, start: int) -> int:
+    """The index just past the first complete event from `start`, or -1."""
+    lf = data.find(b"\n\n", start)
+    crlf = data.find(b"\r\n\r\n", start)
+    if crlf != -1 and (lf == -1 or crlf < lf):
+        return crlf + 4
+    return -1 if lf == -1 else lf + 2
+
+
+def _last_end(data: bytes) -> int:
+    """The index just past the last complete event of `data`, 0 when there is none."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf != -1 else 0, crlf + 4 if crlf != -1 else 0)
+
+
+class StreamUsage:
+    """Reads usage from an SSE stream chunk by chunk; with `strip`, takes out the injected usage.
+
+    `feed` returns the bytes to send on (the chunk itself when not stripping), `flush` what is
+    left at the end of the stream. `usage` is the last usage seen.
+    """
+
+    __slots__ = ("_pending", "strip", "usage")
+
+    def __init__(self, strip: bool = False) -> None:
+        self.strip = strip
+        self.usage: Usage | None = None
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        if not self.strip:
+            if _USAGE in data:
+                self._read(data)
+            else:
+                # Only the incomplete last event is kept: a usage key may start at its end.
+                rest = data[_last_end(data) :]
+                self._pending = rest if len(rest) <= _MAX_PENDING else b""
+            return chunk
+        return self._split(data)
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if not self.strip:
+            if rest and _USAGE in rest:
+                self._take(rest)
+            return b""
+        if rest and self._take(rest):
+            return b""
+        return self._unnull(rest)
+
+    def _read(self, data: bytes) -> None:
+        """Observe the complete events of `data`; keep the incomplete rest for the next chunk."""
+        start = 0
+        while True:
+            end = _next_end(data, start)
+            if end == -1:
+                break
+            event = data[start:end]
+            if _USAGE in event:
+                self._take(event)
+            start = end
+        rest = data[start:]
+        self._pending = rest if len(rest) <= _MAX_PENDING else b""
+
+    def _split(self, data: bytes) -> bytes:
+        """Forward the complete events of `data` without the injected usage; keep the rest."""
+        out: list[bytes] = []
+        start = 0
+        while True:
+            end = _next_end(data, start)
+            if end == -1:
+                break
+            event = data[start:end]
+            start = end
+            if _USAGE in event and self._take(event):
+                continue
+            out.append(self._unnull(event))
+        rest = data[start:]
+        if len(rest) > _MAX_PENDING:
+            # Not an SSE stream we can read; pass it on rather than hold it.
+            out.append(rest)
+            rest = b""
+        self._pending = rest
+        return b"".join(out)
+
+    def _take(self, event: bytes) -> bool:
+        """Record the usage of `event`; True when it is the final usage chunk (no choices)."""
+        obj = _decode_event(event)
+        usage = usage_of(obj)
+        if usage is None:
+            return False
+        self.usage = usage
+        assert isinstance(obj, dict)
+        choices = obj.get("choices")
+        return isinstance(choices, list) and not choices
+
+    @staticmethod
+    def _unnull(event: bytes) -> bytes:
+        if _USAGE not in event:
+            return event
+        for pattern in _NULLS:
+            event = event.replace(pattern, b"")
+        return event
