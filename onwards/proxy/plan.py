@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target
+from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target, TokenCheck
 from onwards.responses.plan import ResponsesPlan, compile_responses
 
 
@@ -21,6 +21,7 @@ class ProviderPlan:
     overridden: frozenset[bytes]
     checks: tuple[Check, ...]
     concurrency_ids: frozenset[str]  # limiter ids of this provider's own semaphores
+    token_ids: frozenset[str]  # limiter ids of this provider's own token buckets
     sanitize: bool
     timeout: float | None
     label: str
@@ -31,6 +32,8 @@ class TargetPlan:
     target: Target
     providers: tuple[ProviderPlan, ...]  # by Provider.index
     responses: ResponsesPlan | None = None  # set when /v1/responses goes through the adapter
+    # A token limit on the target or on any of its providers: requests may need an estimate.
+    token_limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class ActiveConfig:
     targets: dict[str, TargetPlan]
     # Seconds between renewals of a request's concurrency leases: a third of their ttl at most.
     renew_interval_s: float
+    # Names of the key definitions that carry a token limit.
+    token_keys: frozenset[str] = frozenset()
 
 
 def _merge_headers(
@@ -63,6 +68,7 @@ def _provider_plan(target: Target, provider: Provider) -> ProviderPlan:
         overridden=frozenset(name for name, _ in headers),
         checks=provider.checks,
         concurrency_ids=frozenset(c.limiter_id for c in provider.checks if isinstance(c, ConcurrencyCheck)),
+        token_ids=frozenset(c.limiter_id for c in provider.checks if isinstance(c, TokenCheck)),
         sanitize=provider.sanitize_response or target.sanitize_response,
         timeout=provider.request_timeout_secs,
         label=provider.label,
@@ -73,10 +79,20 @@ def compile_config(snapshot: Snapshot) -> ActiveConfig:
     targets: dict[str, TargetPlan] = {}
     for alias, target in snapshot.targets.items():
         plans = tuple(_provider_plan(target, p) for p in target.providers)
-        targets[alias] = TargetPlan(target=target, providers=plans, responses=compile_responses(target))
+        limited = _has_tokens(target.checks) or any(p.token_ids for p in plans)
+        targets[alias] = TargetPlan(
+            target=target, providers=plans, responses=compile_responses(target), token_limited=limited
+        )
     limits = snapshot.limits
     renew_interval_s = min(limits.renew_interval_ms, limits.lease_ttl_ms / 3) / 1000
-    return ActiveConfig(snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s)
+    token_keys = frozenset(k.name for k in snapshot.keys_by_token.values() if _has_tokens(k.checks))
+    return ActiveConfig(
+        snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s, token_keys=token_keys
+    )
+
+
+def _has_tokens(checks: tuple[Check, ...]) -> bool:
+    return any(isinstance(c, TokenCheck) for c in checks)
 
 
 def upstream_url(plan: ProviderPlan, path: str, query: bytes) -> str:

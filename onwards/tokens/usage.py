@@ -20,6 +20,8 @@ import orjson
 # An event longer than this without an end is not read for usage (it is forwarded all the same).
 _MAX_PENDING = 1 << 20
 _USAGE = b'"usage"'
+# Bodies up to this size are decoded whole to find their usage (microseconds); larger ones are not.
+_DECODE_WHOLE = 16 * 1024
 _NULLS = (b',"usage":null', b', "usage": null', b',"usage": null')
 
 
@@ -60,13 +62,54 @@ def usage_of(obj: object) -> Usage | None:
 
 
 def usage_from_json(body: bytes) -> Usage | None:
-    """The usage of a whole JSON response body; None when it has none or is not JSON."""
-    if _USAGE not in body:
+    """The usage of a whole JSON response body; None when it has none or is not JSON.
+
+    A large body (embeddings) is not decoded whole: its usage object, which sits near the end of
+    every OpenAI body, is cut out and decoded alone when that works.
+    """
+    at = body.rfind(_USAGE)
+    if at == -1:
         return None
+    if len(body) > _DECODE_WHOLE:
+        fragment = _object_after(body, at + len(_USAGE))
+        if fragment is not None:
+            try:
+                return usage_of({"usage": orjson.loads(fragment)})
+            except orjson.JSONDecodeError:
+                pass
     try:
         return usage_of(orjson.loads(body))
     except orjson.JSONDecodeError:
         return None
+
+
+def _object_after(body: bytes, start: int) -> bytes | None:
+    """The JSON object after the key that ends at `start` (`: {...}`), cut by counting braces.
+
+    Usage objects hold numbers and nested objects, not strings with braces; a wrong cut only fails
+    to decode, and the caller then decodes the whole body.
+    """
+    colon = body.find(b":", start, start + 16)
+    if colon == -1:
+        return None
+    pos = body.find(b"{", colon, colon + 16)
+    if pos == -1 or body[colon + 1 : pos].strip():
+        return None
+    begin = pos
+    depth = 0
+    while True:
+        close = body.find(b"}", pos)
+        if close == -1:
+            return None
+        opened = body.find(b"{", pos, close)
+        if opened != -1:
+            depth += 1
+            pos = opened + 1
+            continue
+        depth -= 1
+        pos = close + 1
+        if depth == 0:
+            return body[begin:pos]
 
 
 def _event_data(event: bytes) -> bytes | None:
