@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import redis
@@ -312,3 +313,31 @@ def test_a_request_larger_than_the_bucket_is_not_retried(cluster: Cluster) -> No
     assert mock.request_count == 0
     # The SDK asked once: the gateway logged one refusal for it (besides the raw request above).
     assert _access_lines(cluster, "target=small", "status=429") == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage accounting
+
+
+def test_usage_is_counted_by_target_provider_and_key_name_summed_over_workers(cluster: Cluster) -> None:
+    headers = {"authorization": f"Bearer {KEY}"}
+    replies = all_at_once([(lambda: post(cluster.b, body("keyed"), headers)) for _ in range(6)])
+    assert [r.status for r in replies] == [200] * 6
+    text = httpx.get(cluster.b.metrics_url, timeout=5).text
+    labels = 'key="tok",kind="{kind}",provider="keyed/0",target="keyed"'
+    # Labels print in alphabetical order; earlier tests may have used the alias too (>=).
+    prompt = _sample(text, "onwards_tokens_total", labels.format(kind="prompt"))
+    completion = _sample(text, "onwards_tokens_total", labels.format(kind="completion"))
+    assert prompt >= 6 * 4 and completion >= 6 * COMPLETION_TOKENS
+    assert KEY not in text  # names only, never the token
+    logged = _access_lines(
+        cluster, "target=keyed", "prompt_tokens=4", f"completion_tokens={COMPLETION_TOKENS}"
+    )
+    assert logged >= 6
+
+
+def _sample(text: str, name: str, labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name}{{{labels}}} not in the scrape")
