@@ -75,13 +75,18 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
     headers = passthrough_headers(ex, pplan, response)
     content_type = response.headers.get("Content-Type", "")
     is_sse = content_type.startswith("text/event-stream")
+    # Only successes are read for usage: a JSON body whole at its end, a stream as it passes.
+    ok = 200 <= status < 300
+    json_usage = ok and not is_sse and content_type.startswith("application/json")
     if pplan.sanitize:
         if status >= 300 or status < 200:
             # The upstream's own headers could name the provider; a sanitized error carries none.
             body = sanitize.sanitized_error_body(status)
             return await send_whole(ex, status, [rid_header, *ex.meter.headers()], body, replace_ct=True)
         if is_sse:
-            return await stream(ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model))
+            return await stream(
+                ex, pplan, response, status, headers, sanitize.SseSanitizer(ex.request.model), ok
+            )
         if "/chat/completions" in ex.scope["path"]:
             raw = await response.read()
             _used(ex, pplan, usage_from_json(raw))
@@ -94,8 +99,8 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
             return await send_whole(ex, status, headers, clean)
     length = response.content_length
     if length is not None and not is_sse:
-        return await _known_length(ex, pplan, response, status, headers, length)
-    return await stream(ex, pplan, response, status, headers, None)
+        return await _known_length(ex, pplan, response, status, headers, length, json_usage)
+    return await stream(ex, pplan, response, status, headers, None, ok and is_sse, json_usage)
 
 
 async def start(send: Send, status: int, headers: Headers) -> None:
@@ -127,7 +132,13 @@ async def send_whole(
 
 
 async def _known_length(
-    ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse, status: int, headers: Headers, length: int
+    ex: Exchange,
+    pplan: ProviderPlan,
+    response: UpstreamResponse,
+    status: int,
+    headers: Headers,
+    length: int,
+    json_usage: bool,
 ) -> int:
     headers.append((b"content-length", str(length).encode()))
     send = ex.send
@@ -142,8 +153,8 @@ async def _known_length(
     content = response.content
     remaining = length
     sent = 0
-    # The body is kept (references to its chunks) to read its usage at the end: successes only.
-    parts: list[bytes] | None = [] if 200 <= status < 300 else None
+    # A JSON body is kept (references to its chunks) to read its usage at the end.
+    parts: list[bytes] | None = [] if json_usage else None
     try:
         while remaining > 0:
             chunk = await content.readany()
@@ -177,20 +188,26 @@ async def stream(
     status: int,
     headers: Headers,
     sanitizer: StreamRewriter | None,
+    sse_usage: bool = False,
+    json_usage: bool = False,
 ) -> int:
+    """A body of unknown length, sent as it arrives. A successful event stream is read for usage
+    (and stripped of a usage the gateway asked for); a JSON body is kept to read its usage at the end."""
     # A stream can last minutes: watch for a client that leaves from the first byte on.
     ex.watch.start()
     send = ex.send
     await start(send, status, headers)
     content = response.content
     sent = events = 0
-    # Successful streams are read for usage (and stripped of a usage the gateway asked for).
-    reader = ex.meter.stream_reader() if 200 <= status < 300 else None
+    reader = ex.meter.stream_reader() if sse_usage else None
+    parts: list[bytes] | None = [] if json_usage else None
     try:
         while True:
             chunk = await content.readany()
             if not chunk:
                 break
+            if parts is not None:
+                parts.append(chunk)
             if reader is not None:
                 chunk = reader.feed(chunk)
                 if not chunk:
@@ -212,6 +229,8 @@ async def stream(
         if reader is not None:
             tail = reader.flush()
             _used(ex, pplan, reader.usage)
+        elif parts:
+            _used(ex, pplan, usage_from_json(b"".join(parts)))
         if sanitizer is not None:
             tail = sanitizer.feed(tail) + sanitizer.flush() if tail else sanitizer.flush()
         if tail:
