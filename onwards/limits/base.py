@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from onwards.config.model import Check, LimitsSettings, TokenCheck
 
@@ -34,9 +34,11 @@ class Reservation:
     tokens: int
 
 
-@dataclass(frozen=True, slots=True)
-class Headroom:
-    """What the tightest bucket of one kind has left after an admission (x-ratelimit-* headers)."""
+class Headroom(NamedTuple):
+    """What the tightest bucket of one kind has left after an admission (x-ratelimit-* headers).
+
+    A tuple rather than a dataclass: one or two are made for every admitted request.
+    """
 
     limit: int  # the bucket's burst: what it holds when full
     remaining: int  # whole units left, never below zero

@@ -14,31 +14,23 @@ from onwards.limits.base import Headroom
 
 Header = tuple[bytes, bytes]
 
-_NAMES = {
-    "requests": (
-        b"x-ratelimit-limit-requests",
-        b"x-ratelimit-remaining-requests",
-        b"x-ratelimit-reset-requests",
-    ),
-    "tokens": (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens"),
-}
 SHOULD_NOT_RETRY: Header = (b"x-should-retry", b"false")
 
 
 def duration(seconds: float) -> bytes:
     """`seconds` as a Go-style duration, to the millisecond (rounded up): 20ms, 1.5s, 6m0s, 1h0m0s."""
-    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    ms = math.ceil(seconds * 1000 - 1e-6)
     if ms < 1000:
-        return b"%dms" % ms
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    text = f"{secs}.{millis:03d}".rstrip("0").rstrip(".") + "s"
+        return b"%dms" % (ms if ms > 0 else 0)
+    secs, millis = divmod(ms, 1000)
+    minutes, secs = divmod(secs, 60)
+    text = b"%ds" % secs if not millis else (b"%d.%03d" % (secs, millis)).rstrip(b"0") + b"s"
+    if not minutes:
+        return text
+    hours, minutes = divmod(minutes, 60)
     if hours:
-        return f"{hours}h{minutes}m{text}".encode()
-    if minutes:
-        return f"{minutes}m{text}".encode()
-    return text.encode()
+        return b"%dh%dm" % (hours, minutes) + text
+    return b"%dm" % minutes + text
 
 
 def tighter(a: Headroom | None, b: Headroom | None) -> Headroom | None:
@@ -52,14 +44,18 @@ def tighter(a: Headroom | None, b: Headroom | None) -> Headroom | None:
 
 def ratelimit_headers(requests: Headroom | None, tokens: Headroom | None) -> list[Header]:
     out: list[Header] = []
-    for kind, room in (("requests", requests), ("tokens", tokens)):
-        if room is not None:
-            limit, remaining, reset = _NAMES[kind]
-            out += (
-                (limit, b"%d" % room.limit),
-                (remaining, b"%d" % max(room.remaining, 0)),
-                (reset, duration(room.reset_s)),
-            )
+    if requests is not None:
+        out += (
+            (b"x-ratelimit-limit-requests", b"%d" % requests.limit),
+            (b"x-ratelimit-remaining-requests", b"%d" % max(requests.remaining, 0)),
+            (b"x-ratelimit-reset-requests", duration(requests.reset_s)),
+        )
+    if tokens is not None:
+        out += (
+            (b"x-ratelimit-limit-tokens", b"%d" % tokens.limit),
+            (b"x-ratelimit-remaining-tokens", b"%d" % max(tokens.remaining, 0)),
+            (b"x-ratelimit-reset-tokens", duration(tokens.reset_s)),
+        )
     return out
 
 

@@ -13,20 +13,17 @@ would have sent it: the final usage chunk (no choices, a usage object) is droppe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
 # An event longer than this without an end is not read for usage (it is forwarded all the same).
 _MAX_PENDING = 1 << 20
 _USAGE = b'"usage"'
-# Bodies up to this size are decoded whole to find their usage (microseconds); larger ones are not.
-_DECODE_WHOLE = 16 * 1024
 _NULLS = (b',"usage":null', b', "usage": null', b',"usage": null')
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     prompt: int
     completion: int
 
@@ -35,48 +32,51 @@ class Usage:
         return self.prompt + self.completion
 
 
-def _count(value: object) -> int | None:
-    return value if type(value) is int and value >= 0 else None
-
-
 def usage_of(obj: object) -> Usage | None:
     """The usage object of a decoded response body, chunk or Responses event, if it has one."""
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         return None
     usage = obj.get("usage")
     if usage is None:
         response = obj.get("response")
-        if isinstance(response, dict):
+        if type(response) is dict:
             usage = response.get("usage")
-    if not isinstance(usage, dict):
+    return _counts(usage)
+
+
+def _counts(usage: object) -> Usage | None:
+    """Prompt and completion tokens of a usage object, under either API's names."""
+    if type(usage) is not dict:
         return None
-    prompt = _count(usage.get("prompt_tokens"))
+    prompt = usage.get("prompt_tokens")
     if prompt is None:
-        prompt = _count(usage.get("input_tokens"))
-    completion = _count(usage.get("completion_tokens"))
+        prompt = usage.get("input_tokens")
+    completion = usage.get("completion_tokens")
     if completion is None:
-        completion = _count(usage.get("output_tokens"))
-    if prompt is None and completion is None:
+        completion = usage.get("output_tokens")
+    good_prompt = type(prompt) is int and prompt >= 0
+    good_completion = type(completion) is int and completion >= 0
+    if not (good_prompt or good_completion):
         return None
-    return Usage(prompt or 0, completion or 0)
+    return Usage(prompt if good_prompt else 0, completion if good_completion else 0)  # type: ignore[arg-type]
 
 
 def usage_from_json(body: bytes) -> Usage | None:
     """The usage of a whole JSON response body; None when it has none or is not JSON.
 
-    A large body (embeddings) is not decoded whole: its usage object, which sits near the end of
-    every OpenAI body, is cut out and decoded alone when that works.
+    The body is not decoded whole: its usage object, which sits near the end of every OpenAI body,
+    is cut out and decoded alone (a large embeddings body costs no more than a small one); the
+    whole body is decoded only when that fails.
     """
     at = body.rfind(_USAGE)
     if at == -1:
         return None
-    if len(body) > _DECODE_WHOLE:
-        fragment = _object_after(body, at + len(_USAGE))
-        if fragment is not None:
-            try:
-                return usage_of({"usage": orjson.loads(fragment)})
-            except orjson.JSONDecodeError:
-                pass
+    fragment = _object_after(body, at + len(_USAGE))
+    if fragment is not None:
+        try:
+            return _counts(orjson.loads(fragment))
+        except orjson.JSONDecodeError:
+            pass
     try:
         return usage_of(orjson.loads(body))
     except orjson.JSONDecodeError:
@@ -162,6 +162,8 @@ class StreamUsage:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
+        if not self._pending and _USAGE not in chunk and chunk.endswith(b"\n\n"):
+            return chunk  # whole events without usage: the common chunk, nothing to keep
         data = self._pending + chunk if self._pending else chunk
         if not self.strip:
             if _USAGE in data:
