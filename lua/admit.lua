@@ -119,8 +119,9 @@ local function admit(k0, a0, n, lease, cost, kinds)
     end
   end
 
-  -- The most restrictive bucket of each kind, as {index, whole units left, ms until full}.
-  local tight = {r = {0, 0, 0}, t = {0, 0, 0}}
+  -- The most restrictive bucket of each kind: index, whole units left, ms until full (plain
+  -- locals, not tables: this runs for every admitted request).
+  local ri, rleft, rfull, ti, tleft, tfull = 0, 0, 0, 0, 0, 0
   local done = {}
   for i = 1, n do
     local key = KEYS[k0 + i]
@@ -140,9 +141,12 @@ local function admit(k0, a0, n, lease, cost, kinds)
         end
         redis.call('PEXPIRE', key, idle)
         local left = math.floor(tokens)
-        local best = tight[kind]
-        if best[1] == 0 or left < best[2] then
-          tight[kind] = {i, left, full_ms}
+        if kind == 'r' then
+          if ri == 0 or left < rleft then
+            ri, rleft, rfull = i, left, full_ms
+          end
+        elseif ti == 0 or left < tleft then
+          ti, tleft, tfull = i, left, full_ms
         end
       else
         redis.call('ZADD', key, expiry, lease)
@@ -156,9 +160,7 @@ local function admit(k0, a0, n, lease, cost, kinds)
   if not buckets then
     return 0
   end
-  local r = tight.r
-  local k = tight.t
-  return {0, r[1], r[2], r[3], k[1], k[2], k[3]}
+  return {0, ri, rleft, rfull, ti, tleft, tfull}
 end
 
 local results = {}
