@@ -288,7 +288,14 @@ def test_the_sdk_waits_out_retry_after_ms(cluster: Cluster) -> None:
     finally:
         holder.join(timeout=20)
     # The SDK was refused once and came back when the bucket had room: two refusals in all.
-    assert _access_lines(cluster, "target=patient", "status=429") == 2
+    assert _logged(cluster, 2, "target=patient", "status=429") == 2
+
+
+def _logged(cluster: Cluster, at_least: int, *needles: str) -> int:
+    """The access lines with every needle, once at least `at_least` are there (workers write their
+    access log in batches, within 100 ms)."""
+    wait_until(lambda: _access_lines(cluster, *needles) >= at_least, timeout=10, message=f"{needles}")
+    return _access_lines(cluster, *needles)
 
 
 def _access_lines(cluster: Cluster, *needles: str) -> int:
@@ -312,7 +319,7 @@ def test_a_request_larger_than_the_bucket_is_not_retried(cluster: Cluster) -> No
     assert caught.value.response.headers["x-should-retry"] == "false"
     assert mock.request_count == 0
     # The SDK asked once: the gateway logged one refusal for it (besides the raw request above).
-    assert _access_lines(cluster, "target=small", "status=429") == 2
+    assert _logged(cluster, 2, "target=small", "status=429") == 2
 
 
 # ---------------------------------------------------------------------------------------------
