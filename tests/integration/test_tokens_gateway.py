@@ -337,10 +337,8 @@ def test_usage_is_counted_by_target_provider_and_key_name_summed_over_workers(cl
     completion = _sample(text, "onwards_tokens_total", labels.format(kind="completion"))
     assert prompt >= 6 * 4 and completion >= 6 * COMPLETION_TOKENS
     assert KEY not in text  # names only, never the token
-    logged = _access_lines(
-        cluster, "target=keyed", "prompt_tokens=4", f"completion_tokens={COMPLETION_TOKENS}"
-    )
-    assert logged >= 6
+    needles = ("target=keyed", "prompt_tokens=4", f"completion_tokens={COMPLETION_TOKENS}")
+    assert _logged(cluster, 6, *needles) >= 6
 
 
 def _sample(text: str, name: str, labels: str) -> float:
