@@ -5,7 +5,8 @@ text runs about four characters to a token, and the JSON around the text (keys, 
 only adds bytes, so this errs high for text; settlement gives back what was not used. No
 tokenizer runs: it would cost more than the rest of the request path and need model files. The
 output cap is the first of `max_completion_tokens`, `max_tokens` or `max_output_tokens` the body
-names, else the target's `default_max_tokens`. A body that is not a JSON object (a GET, an audio
+names, else the target's `default_max_tokens`, times `n` when the body asks for several choices.
+A body that is not a JSON object (a GET, an audio
 upload) reserves nothing: it is still refused while a bucket is in debt, and settled to any usage
 the provider reports.
 """
@@ -40,6 +41,9 @@ def estimate(body: bytes, request: dict[str, object] | None, default_max_tokens:
         if type(value) is int and value >= 0:
             cap = value
             break
+    choices = request.get("n")
+    if type(choices) is int and choices > 1:
+        cap *= choices  # every choice may run to the cap
     return -(-len(body) // BYTES_PER_TOKEN) + cap
 
 

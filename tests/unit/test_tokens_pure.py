@@ -26,6 +26,11 @@ def test_each_output_cap_field_counts(field: str) -> None:
     assert estimate(b"x" * 8, request, 4096) == 2 + 7
 
 
+def test_several_choices_reserve_the_cap_for_each() -> None:
+    assert estimate(b"", {"max_tokens": 10, "n": 3}, 4096) == 30
+    assert estimate(b"", {"max_tokens": 10, "n": "3"}, 4096) == 10  # not a number: not believed
+
+
 def test_max_completion_tokens_wins_over_max_tokens() -> None:
     assert estimate(b"", {"max_tokens": 100, "max_completion_tokens": 10}, 4096) == 10
 
