@@ -115,3 +115,13 @@ async def test_a_request_limit_alone_sends_the_request_headers(gateway_app, mock
     assert first.headers["x-ratelimit-remaining-requests"] == "2"
     assert "x-ratelimit-limit-tokens" not in first.headers
     assert mock_a.requests[0].body == body()  # no token limit: the body is not touched
+
+
+async def test_the_gateways_headers_replace_the_providers_own(gateway_app, mock_a) -> None:
+    # Stands in for a provider's own headers: response_headers are added to its answers.
+    upstream = {"x-ratelimit-remaining-tokens": "999999", "x-ratelimit-limit-requests": "5000"}
+    async with gateway_app(config(mock_a, response_headers=upstream)) as client:
+        reply = await client.post(CHAT, content=body())
+    assert reply.headers.get_list("x-ratelimit-remaining-tokens") == [str(1000 - cost(body()))]
+    # A kind the gateway does not limit keeps the provider's header.
+    assert reply.headers.get_list("x-ratelimit-limit-requests") == ["5000"]
