@@ -151,6 +151,7 @@ def test_reservations_never_exceed_the_bucket_and_settle_to_the_actual_usage(clu
     codes = [r.status for r in replies]
     assert codes.count(200) == fits, codes
     assert cluster.mocks["exact"].request_count == fits
+    assert cluster.mocks["exact"].max_in_flight <= fits
     for refused in (r for r in replies if r.status == 429):
         assert refused.json()["error"]["type"] == "tokens", refused
         assert int(refused.headers["retry-after-ms"]) > 0, refused.headers
