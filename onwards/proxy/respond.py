@@ -89,7 +89,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
             )
         if "/chat/completions" in ex.scope["path"]:
             raw = await response.read()
-            _used(ex, pplan, usage_from_json(raw))
+            count_usage(ex, pplan, usage_from_json(raw))
             try:
                 clean = sanitize.sanitize_chat_completion(raw, ex.request.model)
             except sanitize.SanitizeError as exc:
@@ -169,7 +169,7 @@ async def _known_length(
                 parts.append(chunk)
             if remaining <= 0:
                 if parts is not None:
-                    _used(ex, pplan, usage_from_json(chunk if len(parts) == 1 else b"".join(parts)))
+                    count_usage(ex, pplan, usage_from_json(chunk if len(parts) == 1 else b"".join(parts)))
                 await permits.release_before_end()
                 await body(send, chunk, False)
             else:
@@ -228,9 +228,9 @@ async def stream(
         tail = b""
         if reader is not None:
             tail = reader.flush()
-            _used(ex, pplan, reader.usage)
+            count_usage(ex, pplan, reader.usage)
         elif parts:
-            _used(ex, pplan, usage_from_json(b"".join(parts)))
+            count_usage(ex, pplan, usage_from_json(b"".join(parts)))
         if sanitizer is not None:
             tail = sanitizer.feed(tail) + sanitizer.flush() if tail else sanitizer.flush()
         if tail:
@@ -250,7 +250,7 @@ async def stream(
     return status
 
 
-def _used(ex: Exchange, pplan: ProviderPlan, usage: Usage | None) -> None:
+def count_usage(ex: Exchange, pplan: ProviderPlan, usage: Usage | None) -> None:
     """Count the usage a response reported, and settle the reservations to it."""
     if usage is None:
         return
