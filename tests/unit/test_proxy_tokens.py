@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.app_client import app_client
 from tests.support.mock_upstream import MockUpstream
 from tests.unit import test_proxy_app as app_tests
 
@@ -125,3 +126,21 @@ async def test_the_gateways_headers_replace_the_providers_own(gateway_app, mock_
     assert reply.headers.get_list("x-ratelimit-remaining-tokens") == [str(1000 - cost(body()))]
     # A kind the gateway does not limit keeps the provider's header.
     assert reply.headers.get_list("x-ratelimit-limit-requests") == ["5000"]
+
+
+async def test_strict_mode_answers_carry_the_headers_and_settle(write_config, mock_a) -> None:
+    cfg = {"strict_mode": True, **config(mock_a)}
+    raw = body()
+    async with app_client(write_config(cfg)) as client:
+        first = await client.post(CHAT, content=raw, headers={"content-type": "application/json"})
+        second = await client.post(CHAT, content=raw, headers={"content-type": "application/json"})
+    assert first.status_code == second.status_code == 200, first.text
+    assert remaining(first) == 1000 - cost(raw)
+    assert remaining(second) == 1000 - ACTUAL - cost(raw)
+    # Strict mode reads the stream itself: the gateway never asks it for usage on the client's behalf.
+    async with app_client(write_config(cfg)) as client:
+        streamed = await client.post(
+            CHAT, content=body(stream=True), headers={"content-type": "application/json"}
+        )
+    assert streamed.status_code == 200
+    assert "stream_options" not in mock_a.requests[-1].json()
