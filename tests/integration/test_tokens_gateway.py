@@ -144,14 +144,26 @@ def test_reservations_never_exceed_the_bucket_and_settle_to_the_actual_usage(clu
     cost = estimate(raw, 100)
     fits = 1_000 // cost
     assert 2 <= fits < 20
-    # The upstream holds every admitted request for a second, so all twenty are decided while the
-    # first reservations are still out: at most `fits` of them can hold tokens at once.
-    slow = {"x-mock-delay": "1"}
-    replies = all_at_once([(lambda gw=gw: post(gw, raw, slow)) for gw in [cluster.a, cluster.b] * 10])
+    # The upstream holds every admitted request for three seconds, so all twenty are decided while
+    # the first reservations are still out: at most `fits` of them can hold tokens at once.
+    slow = {"x-mock-delay": "3"}
+    mock = cluster.mocks["exact"]
+    results: list[list[Reply]] = []
+    jobs = [(lambda gw=gw: post(gw, raw, slow)) for gw in [cluster.a, cluster.b] * 10]
+    sender = threading.Thread(target=lambda: results.append(all_at_once(jobs)))
+    sender.start()
+    try:
+        wait_until(lambda: mock.request_count == fits, timeout=10, message="admitted requests never arrived")
+        # While they are held upstream, the bucket holds the burst less their reservations, exactly.
+        held = cluster.level("target:exact")
+        assert held is not None and 1_000 - fits * cost <= held <= 1_000 - fits * cost + 1, (held, fits)
+    finally:
+        sender.join(timeout=30)
+    [replies] = results
     codes = [r.status for r in replies]
     assert codes.count(200) == fits, codes
-    assert cluster.mocks["exact"].request_count == fits
-    assert cluster.mocks["exact"].max_in_flight <= fits
+    assert mock.request_count == fits
+    assert mock.max_in_flight <= fits
     for refused in (r for r in replies if r.status == 429):
         assert refused.json()["error"]["type"] == "tokens", refused
         assert int(refused.headers["retry-after-ms"]) > 0, refused.headers
