@@ -143,3 +143,16 @@ async def test_a_zero_estimate_is_admitted_while_the_bucket_is_not_in_debt(make)
     assert d.allowed and d.tokens.remaining == 0
     assert (await h.limiter.admit((pool,), 0)).allowed
     assert not (await h.limiter.admit((pool,), 1)).allowed
+
+
+async def test_a_settlement_after_the_clock_stepped_back_neither_drains_nor_refills(make) -> None:
+    # A failover to a Redis whose clock is behind, between admission and settlement.
+    h = await make()
+    pool = tokens("target:t", 60, 100)  # one token a second
+    d = await h.limiter.admit((pool,), 80)  # 20 left
+    h.advance(-30)
+    h.limiter.settle_soon(d.reservation, 30)  # 50 back: 70, no refill for the negative time
+    h.advance(30)  # back at the bucket's stamp: no time has passed for it
+    assert (await h.limiter.admit((pool,), 70)).allowed
+    refused = await h.limiter.admit((pool,), 1)
+    assert not refused.allowed and refused.retry_after == pytest.approx(1, abs=0.002)
