@@ -4,19 +4,32 @@
 -- iteration together); they are decided in order, each seeing what the ones before it took.
 --
 -- KEYS      the keys of request 1's checks, then request 2's, ...:
---             token bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts}
---             semaphore     <prefix>:{<tag>}:cc:<limiter_id>  sorted set lease_id -> expiry (ms)
+--             request bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts}
+--             token bucket    <prefix>:{<tag>}:tk:<limiter_id>  hash {tokens, ts}
+--             semaphore       <prefix>:{<tag>}:cc:<limiter_id>  sorted set lease_id -> expiry (ms)
 -- ARGV[1]   number of requests R
 -- ARGV[2]   lease ttl in ms
 -- then for each request:
 --   lease id, added to every semaphore on admission ("" when the request has no semaphore)
---   kinds, one character per check of the request: "r" bucket, "c" semaphore
---   two values per check: for a bucket rate (tokens per second, may be fractional) and burst
+--   cost: the model tokens the request reserves from each of its token buckets (an integer >= 0)
+--   kinds, one character per check of the request: "r" request bucket, "t" token bucket,
+--   "c" semaphore
+--   two values per check: for a bucket rate (per second, may be fractional) and burst
 --   (capacity); for a semaphore limit and "" (unused)
 --
--- Returns R results, in order: 0 when admitted, otherwise {i, wait_ms} where i is the request's
--- first refusing check (1-based) and wait_ms the time until its bucket holds a token, or -1 for
--- a full semaphore.
+-- Returns R results, in order:
+--   refused   {i, wait_ms}: i is the request's first refusing check (1-based); wait_ms the time
+--             until its bucket could admit the request, -1 for a full semaphore, -2 for a token
+--             bucket whose whole burst is smaller than the cost (waiting cannot help)
+--   admitted  0 when the request has no bucket; otherwise
+--             {0, ri, r_remaining, r_reset_ms, ti, t_remaining, t_reset_ms}: ri is the request
+--             bucket with the fewest whole units left after this request (0 when there is none),
+--             r_remaining those units and r_reset_ms the time until it is full again; ti and the
+--             rest the same for token buckets. This feeds the x-ratelimit-* response headers.
+--
+-- A request bucket takes 1 unit, a token bucket takes the cost. A token bucket may hold less
+-- than zero after release.lua settled a request that used more than it reserved; it then admits
+-- nothing until the refill has paid the debt.
 --
 -- For each request phase one only reads (apart from dropping expired leases, which frees
 -- nothing that was still held), phase two writes, so a refusal anywhere spends nothing anywhere.
@@ -41,19 +54,29 @@ local expiry = math.floor(now + ttl)
 local keep = ttl + SLACK_MS
 
 -- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
-local function admit(k0, a0, n, lease, kinds)
+local function admit(k0, a0, n, lease, cost, kinds)
 
   -- Bucket levels after refill and after this request's claims, so a bucket listed twice
-  -- needs two tokens; and the time each level was reckoned at.
+  -- is charged twice; and the time each level was reckoned at.
   local level = {}
   local stamp = {}
+  local buckets = false
 
   for i = 1, n do
     local key = KEYS[k0 + i]
+    local kind = string.sub(kinds, i, i)
     local a = tonumber(ARGV[a0 + 2 * i - 1])
-    if string.sub(kinds, i, i) == 'r' then
+    if kind ~= 'c' then
+      buckets = true
       local rate = a
       local burst = tonumber(ARGV[a0 + 2 * i])
+      local need = 1
+      if kind == 't' then
+        need = cost
+        if need > burst then
+          return {i, -2}
+        end
+      end
       local tokens = level[key]
       if tokens == nil then
         local state = redis.call('HMGET', key, 'tokens', 'ts')
@@ -75,11 +98,11 @@ local function admit(k0, a0, n, lease, kinds)
       if tokens > burst then
         tokens = burst
       end
-      if tokens < 1 then
-        -- Always >= 1 ms: the bucket lacks a positive amount of token.
-        return {i, math.ceil(stamp[key] - now + (1 - tokens) * 1000 / rate)}
+      if tokens < need then
+        -- Always >= 1 ms: the bucket lacks a positive amount.
+        return {i, math.ceil(stamp[key] - now + (need - tokens) * 1000 / rate)}
       end
-      level[key] = tokens - 1
+      level[key] = tokens - need
     else
       local limit = a
       if limit < 1 then
@@ -96,22 +119,35 @@ local function admit(k0, a0, n, lease, kinds)
     end
   end
 
+  -- The most restrictive bucket of each kind: index, whole units left, ms until full (plain
+  -- locals, not tables: this runs for every admitted request).
+  local ri, rleft, rfull, ti, tleft, tfull = 0, 0, 0, 0, 0, 0
   local done = {}
   for i = 1, n do
     local key = KEYS[k0 + i]
+    local kind = string.sub(kinds, i, i)
     if not done[key] then
       done[key] = true
-      if string.sub(kinds, i, i) == 'r' then
+      if kind ~= 'c' then
         local rate = tonumber(ARGV[a0 + 2 * i - 1])
         local burst = tonumber(ARGV[a0 + 2 * i])
         local tokens = level[key]
         redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
         -- Gone once it would be full again (measured from its stamp, which may be ahead of now).
-        local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate) + SLACK_MS
+        local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate)
+        local idle = full_ms + SLACK_MS
         if idle > MAX_TTL_MS then
           idle = MAX_TTL_MS
         end
         redis.call('PEXPIRE', key, idle)
+        local left = math.floor(tokens)
+        if kind == 'r' then
+          if ri == 0 or left < rleft then
+            ri, rleft, rfull = i, left, full_ms
+          end
+        elseif ti == 0 or left < tleft then
+          ti, tleft, tfull = i, left, full_ms
+        end
       else
         redis.call('ZADD', key, expiry, lease)
         -- Never shorten the key's life below a lease that an older, longer ttl granted.
@@ -121,7 +157,10 @@ local function admit(k0, a0, n, lease, kinds)
       end
     end
   end
-  return 0
+  if not buckets then
+    return 0
+  end
+  return {0, ri, rleft, rfull, ti, tleft, tfull}
 end
 
 local results = {}
@@ -129,10 +168,11 @@ local k0 = 0
 local a = 3
 for r = 1, tonumber(ARGV[1]) do
   local lease = ARGV[a]
-  local kinds = ARGV[a + 1]
+  local cost = tonumber(ARGV[a + 1])
+  local kinds = ARGV[a + 2]
   local n = #kinds
-  results[r] = admit(k0, a + 1, n, lease, kinds)
+  results[r] = admit(k0, a + 2, n, lease, cost, kinds)
   k0 = k0 + n
-  a = a + 2 + 2 * n
+  a = a + 3 + 2 * n
 end
 return results

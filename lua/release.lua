@@ -1,14 +1,72 @@
--- release.lua: give back permits, in one call for every semaphore of one lease or of many.
+-- release.lua: give back permits and settle token reservations, for one request or for many.
 --
--- KEYS[i]   a semaphore (<prefix>:{<tag>}:cc:<limiter_id>) that a lease was admitted into
--- ARGV[i]   the lease id to remove from KEYS[i]
+-- KEYS[1..P]      a semaphore (<prefix>:{<tag>}:cc:<limiter_id>) that a lease was admitted into
+-- ARGV[1..P]      the lease id to remove from the semaphore at the same position
+-- KEYS[P+1..P+S]  a token bucket (<prefix>:{<tag>}:tk:<limiter_id>) a request reserved from
+-- ARGV[P+1..]     three values per token bucket: rate (tokens per second), burst, and the
+--                 difference to settle: reserved minus used (positive gives tokens back,
+--                 negative charges what the request used beyond its reservation)
 --
--- A worker sends the releases of one event-loop iteration together: the pairs need not share a
--- lease. Returns how many pairs still held their lease. A lease that was no longer there had
--- expired and been swept already; that is harmless, its permit came back then.
+-- S is (#ARGV - #KEYS) / 2, so a call without settlements is just the pairs.
+--
+-- A worker sends the releases and settlements of one event-loop iteration together: the entries
+-- need not belong to one request. Returns how many pairs still held their lease. A lease that was
+-- no longer there had expired and been swept already; that is harmless, its permit came back then.
+--
+-- A settlement refills the bucket to now first (as admit.lua does), then adds the difference and
+-- clamps to the burst: a refund never lifts a bucket above full, a charge may take it below zero.
+-- A bucket that is missing is full (it expired idle), so a refund to it changes nothing.
 
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
+
+local SLACK_MS = 1000
+local MAX_TTL_MS = 1e12
+
+local pairs_n = #KEYS - (#ARGV - #KEYS) / 2
 local released = 0
-for i = 1, #KEYS do
+for i = 1, pairs_n do
   released = released + redis.call('ZREM', KEYS[i], ARGV[i])
+end
+
+if #KEYS > pairs_n then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  local a = pairs_n + 1
+  for i = pairs_n + 1, #KEYS do
+    local key = KEYS[i]
+    local rate = tonumber(ARGV[a])
+    local burst = tonumber(ARGV[a + 1])
+    local delta = tonumber(ARGV[a + 2])
+    a = a + 3
+    local state = redis.call('HMGET', key, 'tokens', 'ts')
+    local tokens = burst
+    local stamp = now
+    if state[1] then
+      local ts = tonumber(state[2])
+      if ts > now then
+        tokens = tonumber(state[1])
+        stamp = ts
+      else
+        tokens = tonumber(state[1]) + (now - ts) * rate / 1000
+      end
+    end
+    if tokens > burst then
+      tokens = burst
+    end
+    tokens = tokens + delta
+    if tokens >= burst then
+      -- Full: the same as absent.
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'tokens', tokens, 'ts', stamp)
+      local idle = math.ceil(stamp - now + (burst - tokens) * 1000 / rate) + SLACK_MS
+      if idle > MAX_TTL_MS then
+        idle = MAX_TTL_MS
+      end
+      redis.call('PEXPIRE', key, idle)
+    end
+  end
 end
 return released

@@ -139,6 +139,8 @@ class AccessLog:
                 "limiter": outcome.limiter,
                 "duration_ms": round(seconds * 1000, 3),
                 "bytes_out": outcome.bytes_out,
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
                 "error": outcome.error,
             },
             option=orjson.OPT_APPEND_NEWLINE,
@@ -175,6 +177,8 @@ class AccessLog:
             f" attempts={outcome.attempts} limiter={outcome.limiter}"
             f" duration_ms={round(seconds * 1000, 3)} bytes_out={outcome.bytes_out}"
         )
+        if outcome.prompt_tokens or outcome.completion_tokens:
+            line += f" prompt_tokens={outcome.prompt_tokens} completion_tokens={outcome.completion_tokens}"
         error = outcome.error
         if error:
             if "\n" in error or "\r" in error:

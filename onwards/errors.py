@@ -112,6 +112,27 @@ def concurrency_limited(scope: str) -> bytes:
     )
 
 
+def tokens_limited(scope: str) -> bytes:
+    # "type": "tokens" is what OpenAI sends for token limits: clients tell them from request limits.
+    return error_body(
+        "This request would exceed the token limit. Please wait before sending more. "
+        f"(token limit of {_SCOPE_WORDS[scope]})",
+        "tokens",
+        "rate_limit",
+    )
+
+
+def tokens_too_large(scope: str) -> bytes:
+    return error_body(
+        "This request reserves more tokens than the token limit ever allows at once: lower max_tokens "
+        f"or send a shorter prompt. (token limit of {_SCOPE_WORDS[scope]})",
+        "tokens",
+        "rate_limit",
+    )
+
+
 # Precomputed per scope: a 429 is the hot path of an overloaded gateway.
 RATE_LIMITED = {scope: rate_limited(scope) for scope in _SCOPE_WORDS}
 CONCURRENCY_LIMITED = {scope: concurrency_limited(scope) for scope in _SCOPE_WORDS}
+TOKENS_LIMITED = {scope: tokens_limited(scope) for scope in _SCOPE_WORDS}
+TOKENS_TOO_LARGE = {scope: tokens_too_large(scope) for scope in _SCOPE_WORDS}

@@ -38,7 +38,7 @@ TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "reset", "status")
 LIMIT_SCOPES = ("key", "target", "provider")
-LIMIT_KINDS = ("rate", "concurrency")
+LIMIT_KINDS = ("rate", "concurrency", "tokens")
 LIMITER_STATES = {"closed": 0.0, "open": 1.0}
 DEFERRED_RELEASE_RESULTS = ("kept", "dropped")
 RELOAD_RESULTS = ("ok", "error")
@@ -111,6 +111,12 @@ class Metrics:
         pass
 
     def edge_refused(self, reason: str) -> None:
+        pass
+
+    def tokens_used(self, target: str, provider: str, key: str, prompt: int, completion: int) -> None:
+        pass
+
+    def tokens_unsettled(self, target: str) -> None:
         pass
 
 
@@ -342,6 +348,19 @@ class PrometheusMetrics(Metrics):
             ("reason",),
             registry=None,
         )
+        self._tokens = Counter(
+            p + "tokens",
+            "Model tokens the providers reported, by target, provider, key definition name and kind "
+            "(prompt or completion).",
+            ("target", "provider", "key", "kind"),
+            registry=None,
+        )
+        self._unsettled = Counter(
+            p + "token_reservations_unsettled",
+            "Token-limited requests whose provider reported no usage: their reservation was kept.",
+            ("target",),
+            registry=None,
+        )
 
         # Closed label sets are bound now; open but bounded ones on first use.
         self._edge_children = {r: self._edge.labels(r) for r in EDGE_REFUSAL_REASONS}
@@ -358,6 +377,8 @@ class PrometheusMetrics(Metrics):
         self._fallback_children: dict[str, Counter] = {}
         self._stream_children: dict[str, tuple[Counter, Counter]] = {}
         self._model_children: dict[str, Gauge] = {}
+        self._token_children: dict[tuple[str, str, str], tuple[Counter, Counter]] = {}
+        self._unsettled_children: dict[str, Counter] = {}
         self._active_version: str | None = None
         self._circuit.set(0)
 
@@ -493,6 +514,27 @@ class PrometheusMetrics(Metrics):
         child = self._edge_children.get(reason)
         if child is None:
             raise ValueError(f"edge refusal reason must be one of {EDGE_REFUSAL_REASONS}, got {reason!r}")
+        child.inc()
+
+    def tokens_used(self, target: str, provider: str, key: str, prompt: int, completion: int) -> None:
+        # `key` is a key definition's name from the config (or "none"), never the token itself.
+        labels = (target, provider, key)
+        children = self._token_children.get(labels)
+        if children is None:
+            children = (
+                self._tokens.labels(target, provider, key, "prompt"),
+                self._tokens.labels(target, provider, key, "completion"),
+            )
+            self._token_children[labels] = children
+        if prompt > 0:
+            children[0].inc(prompt)
+        if completion > 0:
+            children[1].inc(completion)
+
+    def tokens_unsettled(self, target: str) -> None:
+        child = self._unsettled_children.get(target)
+        if child is None:
+            child = self._unsettled_children[target] = self._unsettled.labels(target)
         child.inc()
 
 

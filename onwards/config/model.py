@@ -38,7 +38,26 @@ class ConcurrencyCheck:
     limit: int
 
 
-Check = RateCheck | ConcurrencyCheck
+@dataclass(frozen=True, slots=True)
+class TokenCheck:
+    """One bucket of model tokens: `rate` tokens per second, at most `burst` tokens, starting full.
+
+    Unlike a RateCheck, a request takes a varying amount: its estimate at admission, settled to
+    the usage the provider reported once the response ends. The level may go below zero when a
+    request used more than it reserved; the bucket then admits nothing until it refills.
+    """
+
+    scope: Scope
+    limiter_id: str  # the same id as the scope's other limits; its Redis key has its own kind
+    rate: float
+    burst: int
+    per_minute: int  # tokens_per_minute as configured, for humans (the rate is this / 60)
+
+
+Check = RateCheck | ConcurrencyCheck | TokenCheck
+
+# Output tokens reserved for a request that names no max_tokens (see docs/rate-limiting.md).
+DEFAULT_MAX_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +178,8 @@ class Target:
     open_responses: OpenResponsesSpec = field(default_factory=OpenResponsesSpec)
     trusted: bool = False  # the pool's default for its providers
     routing_rules: tuple[RoutingRule, ...] = ()
+    # Output tokens a token-limited request reserves when its body names no maximum.
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from onwards.config.duplicates import first_duplicate_key
 from onwards.config.env import EnvReferenceError, expand_env
 from onwards.config.errors import ConfigError
 from onwards.config.model import (
+    DEFAULT_MAX_TOKENS,
     DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
     Backoff,
     Check,
@@ -52,6 +53,7 @@ from onwards.config.model import (
     Snapshot,
     Strategy,
     Target,
+    TokenCheck,
 )
 from onwards.config.open_responses import OpenResponsesSpec
 from onwards.config.reasoning import read_translation
@@ -64,6 +66,8 @@ log = logging.getLogger("onwards.config")
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 STRATEGIES: tuple[Strategy, ...] = ("weighted_random", "priority")
+# The fields that give a scope its own limiter.
+_LIMIT_FIELDS = ("rate_limit", "concurrency_limit", "token_limit")
 
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -359,7 +363,7 @@ class _Loader:
         )
 
     def checks(self, f: _Fields, scope: Scope, limiter_id: str) -> tuple[Check, ...]:
-        """The `rate_limit` / `concurrency_limit` of one scope, rate check first."""
+        """The `rate_limit` / `concurrency_limit` / `token_limit` of one scope, in that order."""
         out: list[Check] = []
         rate = f.optional_object("rate_limit")
         if rate is not None:
@@ -379,6 +383,27 @@ class _Loader:
             )
             conc.finish()
             out.append(ConcurrencyCheck(scope=scope, limiter_id=limiter_id, limit=limit))
+        tokens = f.optional_object("token_limit")
+        if tokens is not None:
+            per_minute = self.integer(
+                tokens.required("tokens_per_minute"), tokens.at("tokens_per_minute"), minimum=1
+            )
+            burst_value = tokens.raw("burst_tokens")
+            burst = (
+                per_minute
+                if burst_value is None
+                else self.integer(burst_value, tokens.at("burst_tokens"), minimum=1)
+            )
+            tokens.finish()
+            out.append(
+                TokenCheck(
+                    scope=scope,
+                    limiter_id=limiter_id,
+                    rate=per_minute / 60,
+                    burst=burst,
+                    per_minute=per_minute,
+                )
+            )
         return tuple(out)
 
     def headers(self, f: _Fields, name: str) -> tuple[tuple[str, str], ...]:
@@ -608,6 +633,7 @@ class _TargetReader:
         fallback = self.fallback(f)
         own_keys = self.keys.key_list(f, "keys")
         checks = loader.checks(f, "target", f"target:{self.alias}")
+        max_tokens = self.default_max_tokens(f)
         headers = loader.headers(f, "response_headers")
         sanitize = f.optional_bool("sanitize_response", False)
         idle = f.raw("stream_idle_timeout_secs")
@@ -640,6 +666,7 @@ class _TargetReader:
             responses,
             trusted=trusted,
             rules=rules,
+            default_max_tokens=max_tokens,
         )
 
     def single(self, f: _Fields) -> Target:
@@ -647,6 +674,7 @@ class _TargetReader:
         # One provider's own limits and its target's limits are the same thing; they are
         # admitted once, with the target, before the provider is tried.
         checks = self.loader.checks(f, "target", f"target:{self.alias}")
+        max_tokens = self.default_max_tokens(f)
         provider = self.provider(f, 0, sanitize_floor=False, own_limits=False, pool_trusted=False)
         f.finish()
         self.check_weights([provider], "weighted_random", f.at("weight"))
@@ -660,6 +688,7 @@ class _TargetReader:
             provider.sanitize_response,
             self.single_responses or OpenResponsesSpec(),
             trusted=provider.trusted,
+            default_max_tokens=max_tokens,
         )
 
     def legacy(self, items: list[object]) -> Target:
@@ -707,6 +736,7 @@ class _TargetReader:
         *,
         trusted: bool = False,
         rules: tuple[RoutingRule, ...] = (),
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> Target:
         return Target(
             alias=self.alias,
@@ -721,7 +751,12 @@ class _TargetReader:
             open_responses=responses or OpenResponsesSpec(),
             trusted=trusted,
             routing_rules=rules,
+            default_max_tokens=default_max_tokens,
         )
+
+    def default_max_tokens(self, f: _Fields) -> int:
+        """The output a token-limited request reserves when its body names no maximum."""
+        return f.optional_int("default_max_tokens", DEFAULT_MAX_TOKENS, minimum=1)
 
     def fallback(self, pool: _Fields) -> FallbackSpec:
         f = pool.optional_object("fallback")
@@ -827,7 +862,7 @@ class _TargetReader:
         proxy = self.proxy(f)
         checks: tuple[Check, ...] = ()
         # Only limited providers take an id, so unlimited neighbours cannot shift it.
-        if own_limits and (f.raw("rate_limit") is not None or f.raw("concurrency_limit") is not None):
+        if own_limits and any(f.raw(name) is not None for name in _LIMIT_FIELDS):
             checks = loader.checks(f, "provider", self.provider_limiter_id(url, model, key))
         headers = loader.headers(f, "response_headers")
         sanitize = f.optional_bool("sanitize_response", False) or sanitize_floor

@@ -1,6 +1,7 @@
 """Redis key names of one gateway (limits and stored config), and the validation of what goes into them.
 
-Layout: ``<prefix>:{<tag>}:rl:<limiter_id>`` for a token bucket (a hash) and
+Layout: ``<prefix>:{<tag>}:rl:<limiter_id>`` for a request bucket (a hash),
+``<prefix>:{<tag>}:tk:<limiter_id>`` for a bucket of model tokens (a hash of the same shape) and
 ``<prefix>:{<tag>}:cc:<limiter_id>`` for a concurrency semaphore (a sorted set), for example
 ``onwards:{onwards}:rl:target:gpt-4``. The ``{<tag>}`` part is a Redis Cluster hash tag: every key of
 one gateway hashes to the same slot, which is what lets one script touch the key, target and
@@ -14,7 +15,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCheck
+from onwards.config.model import Check, ConcurrencyCheck, LimitsSettings, RateCheck, TokenCheck
 
 DEFAULT_PREFIX = "onwards"
 
@@ -62,9 +63,14 @@ class KeySpace:
     def semaphore(self, limiter_id: str) -> str:
         return f"{self.base}:cc:{limiter_id}"
 
+    def token_bucket(self, limiter_id: str) -> str:
+        return f"{self.base}:tk:{limiter_id}"
+
     def key_for(self, check: Check) -> str:
         if isinstance(check, RateCheck):
             return self.bucket(check.limiter_id)
+        if isinstance(check, TokenCheck):
+            return self.token_bucket(check.limiter_id)
         return self.semaphore(check.limiter_id)
 
     def pattern(self, kind: str = "*", limiter_id: str = "*") -> str:
@@ -74,9 +80,9 @@ class KeySpace:
 
 def validate_check(check: Check) -> None:
     """Refuse a check a script could not evaluate sensibly, naming the limiter."""
-    if isinstance(check, RateCheck):
+    if isinstance(check, RateCheck | TokenCheck):
         if not check.limiter_id:
-            raise ValueError("rate check has an empty limiter_id")
+            raise ValueError(f"{type(check).__name__} has an empty limiter_id")
         rate = check.rate
         if (
             isinstance(rate, bool)

@@ -51,6 +51,8 @@ async def run(ex: Exchange) -> int:
     finally:
         ex.watch.stop()
         ex.permits.close()
+        if ex.permits.unsettled:
+            ex.gw.metrics.tokens_unsettled(ex.request.tplan.target.alias)
 
 
 async def _attempts(ex: Exchange) -> int:
@@ -89,7 +91,7 @@ async def _attempts(ex: Exchange) -> int:
             in_flight[label] -= 1
         if isinstance(result, GatewayError):
             last_error = result
-            ex.permits.release_provider(pplan.concurrency_ids)
+            ex.permits.release_provider(pplan.concurrency_ids, pplan.token_ids)
             continue
         return result
     if last_error is not None:
@@ -101,7 +103,9 @@ async def _attempt(ex: Exchange, pplan: ProviderPlan, fallback: FallbackSpec) ->
     """One provider: its answer sent (the status), or the error to fall back with."""
     metrics = ex.gw.metrics
     # A body that cannot be rewritten is the client's error: no other provider would do better.
-    body = upstream.request_body(ex.request, pplan)
+    # Strict mode reads the provider's stream itself: it is never asked for usage on the client's behalf.
+    ask_usage = ex.meter.ask_usage and ex.request.strict is None
+    body = upstream.request_body(ex.request, pplan, ask_usage)
     try:
         response, ttfb = await upstream.call(ex, pplan, body)
     except GatewayError as exc:

@@ -12,6 +12,7 @@ from starlette.types import Scope, Send
 if TYPE_CHECKING:
     from onwards.gateway import Gateway
     from onwards.proxy.intake import Intake
+    from onwards.proxy.metering import Meter
     from onwards.proxy.permits import Permits
     from onwards.proxy.watch import DisconnectWatch
 
@@ -33,12 +34,14 @@ class Outcome:
     model: str = ""  # the configured alias counted in onwards_model_inflight until the end
     span: Any = None  # the request's trace span, when trace export is on
     error: str = ""
+    prompt_tokens: int = 0  # the usage the provider reported (0 when it reported none)
+    completion_tokens: int = 0
 
 
 class Exchange:
     """One routed request while it is admitted, forwarded and answered."""
 
-    __slots__ = ("gw", "outcome", "permits", "request", "scope", "send", "watch")
+    __slots__ = ("gw", "meter", "outcome", "permits", "request", "scope", "send", "watch")
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class Exchange:
         outcome: Outcome,
         permits: Permits,
         watch: DisconnectWatch,
+        meter: Meter,
     ) -> None:
         self.gw = gw
         self.scope = scope
@@ -57,3 +61,4 @@ class Exchange:
         self.outcome = outcome
         self.permits = permits
         self.watch = watch
+        self.meter = meter

@@ -18,6 +18,7 @@ from onwards.errors import GatewayError
 from onwards.proxy import attempts
 from onwards.proxy.exchange import ClientGone, Exchange, Outcome
 from onwards.proxy.intake import Intake
+from onwards.proxy.metering import Meter
 from onwards.proxy.permits import Permits
 from onwards.proxy.respond import send_error
 from onwards.proxy.routing import route_group
@@ -84,7 +85,12 @@ class ProxyHandler:
         if request.tplan.responses is not None and _is_responses(scope):
             return request.request_id, await self._serve_responses(request, scope, receive, send, outcome)
         permits = Permits(gw.limiter, gw.spawn, active.renew_interval_s)
-        exchange = Exchange(gw, scope, send, request, outcome, permits, DisconnectWatch(receive, permits))
+        keydef = request.keydef
+        meter = Meter(
+            request.tplan.token_limited or (keydef is not None and keydef.name in active.token_keys)
+        )
+        watch = DisconnectWatch(receive, permits)
+        exchange = Exchange(gw, scope, send, request, outcome, permits, watch, meter)
         return request.request_id, await attempts.run(exchange)
 
     async def _serve_responses(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target
+from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target, TokenCheck
 from onwards.edge.egress import EgressEnv
 from onwards.responses.plan import ResponsesPlan, compile_responses
 
@@ -28,6 +28,7 @@ class ProviderPlan:
     overridden: frozenset[bytes]
     checks: tuple[Check, ...]
     concurrency_ids: frozenset[str]  # limiter ids of this provider's own semaphores
+    token_ids: frozenset[str]  # limiter ids of this provider's own token buckets
     sanitize: bool
     timeout: float | None
     label: str
@@ -42,6 +43,8 @@ class TargetPlan:
     target: Target
     providers: tuple[ProviderPlan, ...]  # by Provider.index
     responses: ResponsesPlan | None = None  # set when /v1/responses goes through the adapter
+    # A token limit on the target or on any of its providers: requests may need an estimate.
+    token_limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class ActiveConfig:
     targets: dict[str, TargetPlan]
     # Seconds between renewals of a request's concurrency leases: a third of their ttl at most.
     renew_interval_s: float
+    # Names of the key definitions that carry a token limit.
+    token_keys: frozenset[str] = frozenset()
 
 
 def _merge_headers(
@@ -74,6 +79,7 @@ def _provider_plan(target: Target, provider: Provider, egress: EgressEnv) -> Pro
         overridden=frozenset(name for name, _ in headers),
         checks=provider.checks,
         concurrency_ids=frozenset(c.limiter_id for c in provider.checks if isinstance(c, ConcurrencyCheck)),
+        token_ids=frozenset(c.limiter_id for c in provider.checks if isinstance(c, TokenCheck)),
         sanitize=provider.sanitize_response or target.sanitize_response,
         timeout=provider.request_timeout_secs,
         label=provider.label,
@@ -90,10 +96,20 @@ def compile_config(snapshot: Snapshot, environ: dict[str, str] | None = None) ->
     targets: dict[str, TargetPlan] = {}
     for alias, target in snapshot.targets.items():
         plans = tuple(_provider_plan(target, p, egress) for p in target.providers)
-        targets[alias] = TargetPlan(target=target, providers=plans, responses=compile_responses(target))
+        limited = _has_tokens(target.checks) or any(p.token_ids for p in plans)
+        targets[alias] = TargetPlan(
+            target=target, providers=plans, responses=compile_responses(target), token_limited=limited
+        )
     limits = snapshot.limits
     renew_interval_s = min(limits.renew_interval_ms, limits.lease_ttl_ms / 3) / 1000
-    return ActiveConfig(snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s)
+    token_keys = frozenset(k.name for k in snapshot.keys_by_token.values() if _has_tokens(k.checks))
+    return ActiveConfig(
+        snapshot=snapshot, targets=targets, renew_interval_s=renew_interval_s, token_keys=token_keys
+    )
+
+
+def _has_tokens(checks: tuple[Check, ...]) -> bool:
+    return any(isinstance(c, TokenCheck) for c in checks)
 
 
 def upstream_url(plan: ProviderPlan, path: str, query: bytes) -> str:

@@ -19,12 +19,13 @@ from dataclasses import replace
 from onwards.errors import GatewayError
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.plan import ProviderPlan
-from onwards.proxy.respond import passthrough_headers, respond, send_whole, stream
+from onwards.proxy.respond import count_usage, passthrough_headers, respond, send_whole, stream
 from onwards.proxy.upstream import UpstreamResponse
 from onwards.strict.errors import BAD_GATEWAY, standard_error
 from onwards.strict.inspect import inspect_stream, inspect_unary
 from onwards.strict.stream import StrictStream
 from onwards.strict.success import SuccessBodyError, sanitize_success
+from onwards.tokens.usage import usage_from_json
 
 log = logging.getLogger("onwards.proxy")
 
@@ -67,15 +68,12 @@ async def respond_strict(
         return await send_whole(ex, masked, [request.rid_header], error_body, replace_ct=True)
     headers = passthrough_headers(ex, pplan, response)
     if body is None:
-        return await stream(
-            ex,
-            pplan,
-            response,
-            status,
-            headers,
-            StrictStream(route.surface, request.model, trusted=trusted),
-            True,  # a 2xx read without its body is an event stream (serve_strict)
-        )
+        # A 2xx stream: its usage (when it carries one) is counted and settles the token
+        # reservations, as for any stream. A 2xx read without its body is an event stream
+        # (serve_strict).
+        rewriter = StrictStream(route.surface, request.model, trusted=trusted)
+        return await stream(ex, pplan, response, status, headers, rewriter, True, sse_usage=True)
+    count_usage(ex, pplan, usage_from_json(body))
     try:
         clean = sanitize_success(route.surface, body, request.model)
     except SuccessBodyError as exc:

@@ -24,6 +24,7 @@ from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
 from onwards.proxy.plan import ProviderPlan, upstream_url
 from onwards.reasoning import translated_body, translation_for
+from onwards.tokens.estimate import with_usage_requested
 from onwards.trace import TRACE_HEADERS
 
 
@@ -69,10 +70,12 @@ _CONNECT_RETRY: dict[str, Any] = {
 }
 
 
-def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
+def request_body(request: Intake, pplan: ProviderPlan, ask_usage: bool = False) -> bytes:
     """The body this provider gets: the client's, with `model` rewritten when the provider sets
-    onwards_model, and reasoning written the provider's way when it translates it (rebuilt from
-    the client's body for each attempt). A body that cannot be rewritten is the client's error."""
+    onwards_model, reasoning written the provider's way when it translates it (rebuilt from the
+    client's body for each attempt), and asking for stream usage when metering needs it
+    (`ask_usage`). The body is re-encoded only for those. A body that cannot be rewritten is the
+    client's error (400)."""
     onwards_model = pplan.provider.onwards_model
     canonical = request.reasoning
     translation = None if canonical is None else translation_for(pplan.provider, canonical.surface)
@@ -81,8 +84,10 @@ def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
         rewritten = translated_body(translation, canonical, request.decoded)
         if onwards_model is not None:
             rewritten["model"] = onwards_model
+        if ask_usage:
+            rewritten = with_usage_requested(rewritten)
         return orjson.dumps(rewritten)
-    if onwards_model is None or not request.body:
+    if (onwards_model is None and not ask_usage) or not request.body:
         return request.body
     decoded = request.decoded
     if decoded is None:
@@ -93,7 +98,13 @@ def request_body(request: Intake, pplan: ProviderPlan) -> bytes:
                 400, errors.INVALID_JSON, log="body is not JSON, cannot rewrite model"
             ) from None
         request.decoded = decoded
-    if not isinstance(decoded, dict) or "model" not in decoded:
+    if not isinstance(decoded, dict):
+        raise GatewayError(400, errors.MISSING_MODEL, log="body has no model to rewrite")
+    if ask_usage:
+        decoded = with_usage_requested(decoded)  # only set for JSON objects (metering checked)
+    if onwards_model is None:
+        return orjson.dumps(decoded)
+    if "model" not in decoded:
         raise GatewayError(400, errors.MISSING_MODEL, log="body has no model to rewrite")
     return orjson.dumps({**decoded, "model": onwards_model})
 

@@ -16,11 +16,13 @@ VARIANTS: dict[str, str] = {
     "bx": "bare proxy with the httpx 0.28 client",
     "bg": "bare proxy with the gateway's garbage-collector settings (onwards/gc_tuning.py)",
     "dn": "gateway (d) with --no-access-log",
+    "dt": "gateway (d) plus a token limit on key and target (estimate, reservation, settlement)",
 }
 # The issue's figures: what "good enough" means for the gateway's overhead.
 GOAL_D_OVER_B = 0.85
 GOAL_C_OVER_B = 1.0
 GOAL_ACCESS_LOG_COST = 0.05  # (d) with the access log on is at most this much slower than without
+GOAL_TOKEN_LIMIT_COST = 0.05  # (dt), token limits on key and target, at most this much slower than (d)
 GOAL_REDIS_US_PER_REQUEST = 25.0
 GOAL_C1_ADDED_P50_MS = 0.6
 GOAL_C1_ADDED_P99_MS = 2.0
@@ -90,6 +92,8 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     out["bg_over_b"] = _ratio(rows, "bg", "b", TARGET_WORKERS, HIGH_CONCURRENCY)
     # The access log's cost: the same gateway with it on (d, the default) over off (dn).
     out["d_over_dn"] = _ratio(rows, "d", "dn", TARGET_WORKERS, HIGH_CONCURRENCY)
+    # Token limits' cost: the same gateway with token limits on key and target (dt) over without (d).
+    out["dt_over_d"] = _ratio(rows, "dt", "d", TARGET_WORKERS, HIGH_CONCURRENCY)
     return out
 
 
@@ -209,6 +213,15 @@ def targets(
             f"(d)/(dn) >= {1 - GOAL_ACCESS_LOG_COST:.2f}",
             d_over_dn,
             None if d_over_dn is None else d_over_dn >= 1 - GOAL_ACCESS_LOG_COST,
+        )
+    )
+    dt_over_d = ratio.get("dt_over_d")
+    out.append(
+        _target(
+            "token limits on key and target",
+            f"(dt)/(d) >= {1 - GOAL_TOKEN_LIMIT_COST:.2f}",
+            dt_over_d,
+            None if dt_over_d is None else dt_over_d >= 1 - GOAL_TOKEN_LIMIT_COST,
         )
     )
     per_request = redis_cpu.get("cpu_us_per_request") if redis_cpu else None

@@ -245,11 +245,13 @@ class Bench:
         if workers == report.TARGET_WORKERS and concurrency == report.HIGH_CONCURRENCY:
             out.append("bg")
             if self.redis_url is not None:
-                out.append("dn")
+                out += ["dn", "dt"]
         return out
 
     def _gateway(self, upstream_url: str, variant: str, workers: int) -> GatewayProcess:
-        config = gateway_config(upstream_url, limits=variant in ("d", "dn", "e"))
+        config = gateway_config(
+            upstream_url, limits=variant in ("d", "dn", "dt", "e"), tokens=variant == "dt"
+        )
         path = self.tmp / f"gateway-{variant}-{uuid.uuid4().hex[:6]}.json"
         path.write_text(json.dumps(config, indent=2))
         # The gateway as users run it: default flags, so the access log is on and goes to the
@@ -258,7 +260,7 @@ class Bench:
         if not self.plan.metrics:
             extra.append("--no-metrics")
         redis_url = None
-        if variant in ("d", "dn"):
+        if variant in ("d", "dn", "dt"):
             redis_url = self.redis_url
             extra += ["--redis-prefix", self.prefix]
         # ONWARDS_* variables of the caller's shell would change what is measured.

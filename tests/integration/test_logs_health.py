@@ -461,6 +461,7 @@ def test_pretty_format_is_one_readable_line_per_request(redis_down: RedisDown):
         r"\d\d:\d\d:\d\d\.\d{3} INFO +\[\d+\] onwards\.access: POST /v1/chat/completions 200  "
         rf"request_id={rid} client=127\.0\.0\.1 method=POST route=/v1/chat/completions status=200 "
         rf"target=gpt provider=gpt/0 attempts=1 limiter=none duration_ms=[0-9.]+ bytes_out={len(reply.text)}"
+        r" prompt_tokens=\d+ completion_tokens=\d+"
     )
     found = pretty_line(pretty, rid)
     assert re.fullmatch(pattern, found), found

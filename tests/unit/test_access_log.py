@@ -83,6 +83,8 @@ async def test_a_json_line_has_every_field_and_the_logging_lines_shape() -> None
         "limiter": "allowed",
         "duration_ms": 13.4,
         "bytes_out": 321,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
         "error": "",
     }
     assert isinstance(entry["pid"], int)
@@ -105,6 +107,13 @@ async def test_a_pretty_line_reads_as_key_value_pairs_without_empty_fields() -> 
     )
     assert " provider=" not in refused and " key=" not in refused and " client=" not in refused, refused
     assert refused.endswith(" bytes_out=80 error=invalid bearer token"), refused
+
+
+async def test_the_reported_usage_is_in_both_formats() -> None:
+    pretty = one_line("pretty", outcome(prompt_tokens=12, completion_tokens=31))
+    assert pretty.endswith(" bytes_out=321 prompt_tokens=12 completion_tokens=31"), pretty
+    entry = json.loads(one_line("json", outcome(prompt_tokens=12, completion_tokens=31)))
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (12, 31)
 
 
 async def test_an_error_with_a_line_break_stays_on_one_line() -> None:

@@ -97,7 +97,21 @@ def test_upstream_limits_and_auth(mp_dir):
     m.auth_failure("missing")
     m.auth_failure("invalid")
     m.auth_failure("invalid")
+    m.limit_rejected("key", "tokens")
+    m.tokens_used("gpt", "gpt/0", "alice", 100, 20)
+    m.tokens_used("gpt", "gpt/0", "alice", 5, 0)
+    m.tokens_used("gpt", "gpt/1", "none", 0, 7)
+    m.tokens_unsettled("gpt")
     s = collect(mp_dir)
+    assert value(s, "onwards_tokens_total", target="gpt", provider="gpt/0", key="alice", kind="prompt") == 105
+    assert (
+        value(s, "onwards_tokens_total", target="gpt", provider="gpt/0", key="alice", kind="completion") == 20
+    )
+    assert (
+        value(s, "onwards_tokens_total", target="gpt", provider="gpt/1", key="none", kind="completion") == 7
+    )
+    assert value(s, "onwards_token_reservations_unsettled_total", target="gpt") == 1
+    assert value(s, "onwards_limit_rejections_total", scope="key", kind="tokens") == 1
     assert value(s, "onwards_upstream_requests_total", provider="gpt/0", status="200") == 1
     assert value(s, "onwards_upstream_requests_total", provider="gpt/0", status="503") == 1
     assert value(s, "onwards_upstream_ttfb_seconds_count", provider="gpt/0") == 2
@@ -140,7 +154,7 @@ def test_limiter_state_and_config_version(mp_dir):
     [
         ("upstream_error", ("gpt/0", "dns")),
         ("limit_rejected", ("user", "rate")),
-        ("limit_rejected", ("key", "tokens")),
+        ("limit_rejected", ("key", "bytes")),
         ("limiter_state", ("half-open",)),
         ("config_reload", ("maybe",)),
         ("config_version", ("",)),

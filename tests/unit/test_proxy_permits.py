@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from onwards.limits.base import Lease
+from onwards.config.model import TokenCheck
+from onwards.limits.base import Lease, Reservation
 from onwards.proxy.permits import Permits
 from onwards.proxy.watch import DISCONNECT_WATCH_DELAY
 
@@ -16,6 +17,7 @@ class FakeLimiter:
     def __init__(self, queues: bool = False) -> None:
         self.released: list[Lease] = []
         self.renewed: list[Lease] = []
+        self.settled: list[tuple[Reservation, int]] = []
         self.queues = queues
         self.written: list[Lease] = []  # what a queued write has sent
         self._flush: asyncio.Handle | None = None
@@ -35,6 +37,9 @@ class FakeLimiter:
 
     async def renew(self, lease: Lease) -> None:
         self.renewed.append(lease)
+
+    def settle_soon(self, reservation: Reservation, used: int) -> None:
+        self.settled.append((reservation, used))
 
 
 def _permits(limiter: FakeLimiter, interval: float = 10.0) -> tuple[Permits, list[Coroutine[Any, Any, Any]]]:
@@ -118,3 +123,42 @@ async def test_release_before_end_yields_once_so_a_queued_release_is_written_fir
     # Nothing left: closing releases nothing twice.
     permits.close()
     assert len(limiter.released) == 1
+
+
+KEY_TOKENS = TokenCheck("key", "key:k", 1.0, 1000, 60)  # type: ignore[arg-type]
+P0_TOKENS = TokenCheck("provider", "provider:a:0", 1.0, 1000, 60)  # type: ignore[arg-type]
+P1_TOKENS = TokenCheck("provider", "provider:a:1", 1.0, 1000, 60)  # type: ignore[arg-type]
+
+
+async def test_reservations_settle_to_the_reported_usage_with_the_release() -> None:
+    limiter = FakeLimiter()
+    permits, _ = _permits(limiter)
+    permits.hold(Lease("l1", ("key:k",), 30_000))
+    permits.reserve(Reservation((KEY_TOKENS,), 300))
+    permits.settle_to(42)
+    await permits.release_before_end()
+    assert limiter.settled == [(Reservation((KEY_TOKENS,), 300), 42)]
+    assert [lease.lease_id for lease in limiter.released] == ["l1"]
+    assert not permits.unsettled
+    permits.close()
+    assert len(limiter.settled) == 1  # settled once
+
+
+async def test_without_usage_the_reservation_is_kept_and_marked_unsettled() -> None:
+    limiter = FakeLimiter()
+    permits, _ = _permits(limiter)
+    permits.reserve(Reservation((KEY_TOKENS,), 300))
+    permits.close()
+    assert limiter.settled == [] and permits.unsettled
+
+
+async def test_a_failed_providers_own_reservation_is_kept_the_rest_goes_on() -> None:
+    limiter = FakeLimiter()
+    permits, _ = _permits(limiter)
+    permits.reserve(Reservation((KEY_TOKENS, P0_TOKENS), 300))
+    permits.release_provider(frozenset(), frozenset({"provider:a:0"}))
+    permits.reserve(Reservation((P1_TOKENS,), 300))
+    permits.settle_to(50)
+    permits.close()
+    assert limiter.settled == [(Reservation((KEY_TOKENS,), 300), 50), (Reservation((P1_TOKENS,), 300), 50)]
+    assert permits.unsettled  # provider 0's tokens stay spent, and are counted

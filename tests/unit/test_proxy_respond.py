@@ -9,6 +9,7 @@ from typing import Any
 
 from onwards.limits.base import Lease
 from onwards.proxy.exchange import Exchange, Outcome
+from onwards.proxy.metering import Meter
 from onwards.proxy.permits import Permits
 from onwards.proxy.respond import respond
 from onwards.proxy.watch import DisconnectWatch
@@ -84,7 +85,8 @@ def exchange(path: str = "/v1/embeddings") -> tuple[Exchange, Client, Metrics]:
 
     request: Any = types.SimpleNamespace(rid_header=(b"x-request-id", b"rid-1"), model="gpt")
     scope: Any = {"method": "POST", "path": path}
-    ex = Exchange(gw, scope, client.send, request, Outcome(), permits, DisconnectWatch(receive, permits))
+    watch = DisconnectWatch(receive, permits)
+    ex = Exchange(gw, scope, client.send, request, Outcome(), permits, watch, Meter(limited=False))
     return ex, client, metrics
 
 

@@ -1,10 +1,10 @@
 """Per event-loop iteration, every admission and release of a worker goes out in one write.
 
-The admissions of one iteration travel as one admit.lua call and its releases as one
-release.lua call, both written together on the transport (releases first: an admission in the
-same batch may need the permit one gives back). Under load this turns thousands of script calls
-a second into a few hundred, on both sides of the connection. Every admission of a batch waits at
-most one `timeout` (one timer per batch, not one per request).
+The admissions of one iteration travel as one admit.lua call and its releases (with the token
+settlements) as one release.lua call, both written together on the transport (releases first: an
+admission in the same batch may need the permit one gives back). Under load this turns thousands
+of script calls a second into a few hundred, on both sides of the connection. Every admission of a
+batch waits at most one `timeout` (one timer per batch, not one per request).
 
 No permit is orphaned by a failure here:
 
@@ -13,7 +13,8 @@ No permit is orphaned by a failure here:
   come back by their lease expiry);
 * an admission whose reply came after its request gave up is released as soon as the reply shows
   it was granted; one whose reply never came (the connection was lost) is released blindly by its
-  lease ids, which removes nothing if Redis never ran it;
+  lease ids, which removes nothing if Redis never ran it (its reserved tokens stay spent: a lost
+  reply cannot say whether Redis took them, and over-charging is the safe side);
 * MOVED and READONLY mean the call did not run: the transport finds the right node and the call
   goes once more, like after NOSCRIPT.
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from onwards.limits.redis.encoding import Admission, AdmitPlan, Encoder, Release
+from onwards.limits.redis.encoding import Admission, AdmitPlan, Encoder, Release, Settlement
 from onwards.limits.redis.errors import RedirectError
 from onwards.limits.redis.transport import Transport
 
@@ -65,18 +66,24 @@ class Batcher:
         self.timeout = 0.25
         self._admits: list[Admission] = []
         self._releases: list[Release] = []
+        self._settlements: list[Settlement] = []
         self._scheduled = False
 
     @property
     def releases_pending(self) -> bool:
-        return bool(self._releases)
+        return bool(self._releases or self._settlements)
 
-    def admit(self, plan: AdmitPlan, lease_id: str) -> asyncio.Future[Any]:
+    def admit(self, plan: AdmitPlan, lease_id: str, cost: int = 0) -> asyncio.Future[Any]:
         """Queue one admission for this iteration's write; the future gets its script reply."""
         future = asyncio.get_running_loop().create_future()
-        self._admits.append((plan, lease_id, future))
+        self._admits.append((plan, lease_id, cost, future))
         self._schedule()
         return future
+
+    def settle(self, settlement: Settlement) -> None:
+        """Queue one token settlement; it goes out in this iteration's release call."""
+        self._settlements.append(settlement)
+        self._schedule()
 
     def release(self, limiter_ids: tuple[str, ...], lease_id: str) -> None:
         """Queue the release of one lease for this iteration's write."""
@@ -125,17 +132,18 @@ class Batcher:
         self._scheduled = False
         admits, self._admits = self._admits, []
         releases, self._releases = self._releases, []
+        settlements, self._settlements = self._settlements, []
         transport = self._transport
         if transport is None:  # closed meanwhile
-            for _, _, future in admits:
+            for _, _, _, future in admits:
                 if not future.done():
                     future.set_exception(ConnectionError("RedisLimiter is closed"))
             return
         packed: list[bytes] = []
         callbacks: list[Callable[[asyncio.Future[Any]], None]] = []
-        if releases:
-            packed.append(self._encoder.pack_releases(releases))
-            callbacks.append(lambda done: self._released(done, releases))
+        if releases or settlements:
+            packed.append(self._encoder.pack_releases(releases, settlements))
+            callbacks.append(lambda done: self._released(done, releases, settlements))
         if admits:
             packed.append(self._encoder.pack_admits(admits))
             timer = asyncio.get_running_loop().call_later(self.timeout, _timed_out, admits)
@@ -169,32 +177,46 @@ class Batcher:
             # No reply (the connection was lost) or a script error part-way through the batch:
             # any of these admissions may hold permits now. Give them all back; removing a lease
             # that Redis never added removes nothing.
-            for plan, lease_id, _ in admits:
+            for plan, lease_id, _, _ in admits:
                 if lease_id:
                     self._forget(lease_id, plan.semaphores)
                     self.owe_lease(plan.semaphores, lease_id)
         else:
             self._resume_on_success(exc)
-        for i, (plan, lease_id, future) in enumerate(admits):
+        for i, (plan, lease_id, cost, future) in enumerate(admits):
             if future.done():
-                # Its request timed out or went away. Had it been admitted, its permits go back.
-                if exc is None and lease_id and done.result()[i] == 0:
-                    self._forget(lease_id, plan.semaphores)
-                    self.release(plan.semaphores, lease_id)
+                # Its request timed out or went away. Had it been admitted, its permits and its
+                # reserved tokens go back.
+                if exc is None and admitted(done.result()[i]):
+                    if lease_id:
+                        self._forget(lease_id, plan.semaphores)
+                        self.release(plan.semaphores, lease_id)
+                    if cost and plan.token_checks:
+                        for check in plan.token_checks:
+                            self.settle(self._encoder.settlement(check, cost))
             elif exc is not None:
                 future.set_exception(exc)
             else:
                 future.set_result(done.result()[i])
 
-    def _released(self, done: asyncio.Future[Any], releases: list[Release], retried: bool = False) -> None:
+    def _released(
+        self,
+        done: asyncio.Future[Any],
+        releases: list[Release],
+        settlements: list[Settlement],
+        retried: bool = False,
+    ) -> None:
         exc = done.exception() if not done.cancelled() else ConnectionError("release batch cancelled")
         if not retried and isinstance(exc, NoScriptError | RedirectError):
             self._redirected(exc)
-            retry = asyncio.ensure_future(self._resend(self._encoder.pack_releases(releases)))
-            retry.add_done_callback(lambda again: self._released(again, releases, True))
+            retry = asyncio.ensure_future(self._resend(self._encoder.pack_releases(releases, settlements)))
+            retry.add_done_callback(lambda again: self._released(again, releases, settlements, True))
             return
         if exc is not None and not isinstance(exc, ResponseError):
-            self.owe(releases)  # not sent, or no answer: sent again when Redis answers
+            # Not sent, or no answer: the permits are sent again when Redis answers. Settlements
+            # are not kept: one that is lost leaves its reservation spent (over-charged, never
+            # under), and sending it twice after an unknown outcome could refund twice.
+            self.owe(releases)
         self._resume_on_success(exc)
         self._on_released(exc)
 
@@ -207,9 +229,14 @@ class Batcher:
             self._transport.redirected(exc)
 
 
+def admitted(reply: Any) -> bool:
+    """Whether one admit.lua result admitted its request (0, or a list starting with 0)."""
+    return reply == 0 or (type(reply) is list and reply[0] == 0)
+
+
 def _timed_out(admits: list[Admission]) -> None:
     # One exception for the whole batch: its requests report one failure, not one each.
     exc = TimeoutError("Redis did not answer within redis_timeout_ms")
-    for _, _, future in admits:
+    for _, _, _, future in admits:
         if not future.done():
             future.set_exception(exc)

@@ -3,24 +3,27 @@
 The hot path never formats a number or a key: a set of checks (key x target x provider) is
 encoded the first time it is seen into an `AdmitPlan`, whose keys and values are already RESP
 bulk strings, so a batch of admissions is one join of ready-made bytes. The layout of the
-arguments is the one lua/admit.lua and lua/release.lua document at their top.
+arguments is the one lua/admit.lua and lua/release.lua document at their top. Only a request's
+token cost and a settlement's difference are formatted per call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.resources
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 
-from onwards.config.model import Check, ConcurrencyCheck, RateCheck
-from onwards.limits.base import Decision
+from onwards.config.model import Check, ConcurrencyCheck, RateCheck, TokenCheck
+from onwards.limits.base import Decision, Headroom
 from onwards.limits.keys import KeySpace, validate_checks
 
 # Distinct check sets are key x target x provider combinations; bound the memo all the same.
 MAX_PLANS = 4096
+_ZERO = b"$1\r\n0\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,7 @@ class AdmitPlan:
 
     checks: tuple[Check, ...]
     keys: tuple[bytes, ...]
-    values: tuple[bytes, ...]  # kinds, then two values per check (after the lease id)
+    values: tuple[bytes, ...]  # kinds, then two values per check (after the lease id and cost)
     # The same in RESP, so a batch is a join of ready-made bytes.
     packed_keys: bytes
     packed_values: bytes
@@ -68,14 +71,31 @@ class AdmitPlan:
     # The ready-made refusal for each concurrency check (None at rate checks).
     refusals: tuple[Decision | None, ...]
     # Per check: a refusal proves its bucket empty (a rate check listed once; a bucket listed
-    # twice is refused with a token still in it).
+    # twice is refused with a token still in it; a token bucket refuses what does not fit, and a
+    # smaller request may still fit).
     proves_empty: tuple[bool, ...]
+    token_checks: tuple[TokenCheck, ...] = ()
+    # The first token check whose whole burst is smallest: an estimate above it can never fit.
+    smallest_token_check: TokenCheck | None = None
 
 
-# An admission waiting in a batch: its plan, its lease id ("" without semaphores), and its reply.
-Admission = tuple[AdmitPlan, str, Any]
+def headroom(plan: AdmitPlan, index: int, remaining: int, reset_ms: int) -> Headroom | None:
+    """A bucket's headroom from an admit.lua reply (index 0: no bucket of that kind)."""
+    if index <= 0:
+        return None
+    check = plan.checks[index - 1]
+    assert isinstance(check, RateCheck | TokenCheck)
+    return Headroom(check.burst, remaining, max(reset_ms, 0) / 1000)
+
+
+# An admission waiting in a batch: its plan, its lease id ("" without semaphores), the tokens it
+# reserves from each token bucket, and its reply.
+Admission = tuple[AdmitPlan, str, int, Any]
 # A release waiting in a batch: the packed semaphore key and the lease id.
 Release = tuple[bytes, bytes]
+# A settlement waiting in a batch: the packed token bucket key, then rate, burst and the
+# difference (reserved minus used), each packed.
+Settlement = tuple[bytes, bytes]
 
 
 class Encoder:
@@ -92,6 +112,7 @@ class Encoder:
         self._release_head = bulk(b"EVALSHA") + bulk(self.release.sha.encode())
         self.plans: dict[tuple[Check, ...], AdmitPlan] = {}
         self._semaphore_keys: dict[str, bytes] = {}
+        self._token_keys: dict[TokenCheck, tuple[bytes, bytes]] = {}
         self._lease_heads: dict[tuple[str, ...], tuple[Any, ...]] = {}
         self._ttl = b""
 
@@ -118,8 +139,8 @@ class Encoder:
         refusals: list[Decision | None] = []
         for check in checks:
             keys.append(self.keys.key_for(check).encode())
-            if isinstance(check, RateCheck):
-                kinds += b"r"
+            if isinstance(check, RateCheck | TokenCheck):
+                kinds += b"r" if isinstance(check, RateCheck) else b"t"
                 params += (num(float(check.rate)), num(check.burst))
                 refusals.append(None)
             else:
@@ -129,6 +150,7 @@ class Encoder:
                 semaphores.append(check.limiter_id)
                 refusals.append(Decision(allowed=False, refused=check))
         values = (bytes(kinds), *params)
+        tokens = tuple(c for c in checks if isinstance(c, TokenCheck))
         return AdmitPlan(
             checks=checks,
             keys=tuple(keys),
@@ -138,42 +160,63 @@ class Encoder:
             semaphores=tuple(semaphores),
             refusals=tuple(refusals),
             proves_empty=tuple(
-                isinstance(c, RateCheck) and sum(o.limiter_id == c.limiter_id for o in checks) == 1
+                isinstance(c, RateCheck)
+                and sum(isinstance(o, RateCheck) and o.limiter_id == c.limiter_id for o in checks) == 1
                 for c in checks
             ),
+            token_checks=tokens,
+            smallest_token_check=min(tokens, key=lambda c: c.burst) if tokens else None,
         )
 
     def pack_admits(self, admits: list[Admission]) -> bytes:
         """One admit.lua call deciding every admission of the batch, in order."""
         nkeys = 0
         items = 5  # EVALSHA, sha, numkeys, R, ttl
-        for plan, _, _ in admits:
+        for plan, _, _, _ in admits:
             nkeys += len(plan.keys)
-            items += len(plan.keys) + 1 + len(plan.values)
+            items += len(plan.keys) + 2 + len(plan.values)
         return b"".join(
             (
                 b"*%d\r\n" % items,
                 self._admit_head,
                 bulk(b"%d" % nkeys),
-                *(plan.packed_keys for plan, _, _ in admits),
+                *(plan.packed_keys for plan, _, _, _ in admits),
                 bulk(b"%d" % len(admits)),
                 self._ttl,
-                *(bulk(lease.encode()) + plan.packed_values for plan, lease, _ in admits),
+                *(
+                    bulk(lease.encode()) + (_ZERO if not cost else bulk(b"%d" % cost)) + plan.packed_values
+                    for plan, lease, cost, _ in admits
+                ),
             )
         )
 
-    def pack_releases(self, releases: list[Release]) -> bytes:
-        """One release.lua call removing every (semaphore, lease) pair of the batch."""
+    def pack_releases(self, releases: Sequence[Release], settlements: Sequence[Settlement] = ()) -> bytes:
+        """One release.lua call removing every (semaphore, lease) pair of the batch and settling
+        every token reservation (bucket keys after the semaphores, their values after the leases)."""
         n = len(releases)
+        s = len(settlements)
         return b"".join(
             (
-                b"*%d\r\n" % (3 + 2 * n),
+                b"*%d\r\n" % (3 + 2 * n + 4 * s),
                 self._release_head,
-                bulk(b"%d" % n),
+                bulk(b"%d" % (n + s)),
                 *(key for key, _ in releases),
+                *(key for key, _ in settlements),
                 *(bulk(lease) for _, lease in releases),
+                *(values for _, values in settlements),
             )
         )
+
+    def settlement(self, check: TokenCheck, delta: int) -> Settlement:
+        """A settlement of `delta` tokens (reserved minus used) to `check`'s bucket, packed."""
+        packed = self._token_keys.get(check)
+        if packed is None:
+            key = bulk(self.keys.token_bucket(check.limiter_id).encode())
+            packed = (key, bulk(num(float(check.rate))) + bulk(num(check.burst)))
+            if len(self._token_keys) >= MAX_PLANS:
+                self._token_keys.pop(next(iter(self._token_keys)))
+            self._token_keys[check] = packed
+        return packed[0], packed[1] + bulk(b"%d" % delta)
 
     def semaphore_key(self, limiter_id: str) -> bytes:
         packed = self._semaphore_keys.get(limiter_id)

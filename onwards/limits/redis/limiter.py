@@ -25,11 +25,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from onwards.config.model import Check, LimitsSettings
-from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable
+from onwards.config.model import Check, LimitsSettings, RateCheck
+from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable, Reservation
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
 from onwards.limits.redis.batcher import Batcher
-from onwards.limits.redis.encoding import AdmitPlan, Encoder, load_scripts, num
+from onwards.limits.redis.encoding import AdmitPlan, Encoder, headroom, load_scripts, num
 from onwards.limits.redis.errors import RedirectError, misconfiguration
 from onwards.limits.redis.health import PROBE_BASE_S, PROBE_MAX_S, RedisHealth
 from onwards.limits.redis.recovery import LeaseBook
@@ -192,7 +192,7 @@ class RedisLimiter:
 
     # -- the request path ------------------------------------------------------------------
 
-    async def admit(self, checks: Sequence[Check]) -> Decision:
+    async def admit(self, checks: Sequence[Check], tokens: int = 0) -> Decision:
         if not checks:
             return ALLOW
         if type(checks) is not tuple:
@@ -200,6 +200,10 @@ class RedisLimiter:
         plan = self._encoder.plans.get(checks)
         if plan is None:
             plan = self._encoder.plan(checks)
+        smallest = plan.smallest_token_check
+        if smallest is not None and tokens > smallest.burst:
+            # No wait can make it fit: refused here, as the script would, without a round trip.
+            return Decision(allowed=False, refused=smallest, hopeless=True)
         if self._breaker.is_open:
             return self._degraded()
         if self._empty_until:
@@ -208,8 +212,9 @@ class RedisLimiter:
                 return known
         lease_id = os.urandom(16).hex() if plan.semaphores else ""
         sent_at = self._clock()
+        cost = tokens if plan.token_checks else 0
         try:
-            reply = await self._batcher.admit(plan, lease_id)
+            reply = await self._batcher.admit(plan, lease_id, cost)
         except _FAILURES as exc:
             self._health.failed("admit", exc)
             return self._degraded()
@@ -225,13 +230,30 @@ class RedisLimiter:
                 return ALLOW
             self._book.hold(lease_id, plan.semaphores)
             return Decision(allowed=True, lease=Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms))
+        if reply[0] == 0:
+            if plan.semaphores:
+                self._book.hold(lease_id, plan.semaphores)
+            return self._admitted(plan, reply, lease_id, cost)
         return self._refused(plan, reply, sent_at)
+
+    def _admitted(self, plan: AdmitPlan, reply: Any, lease_id: str, cost: int) -> Decision:
+        """An admission of a request with buckets: its lease, reservation and headroom."""
+        lease = Lease(lease_id, plan.semaphores, self._settings.lease_ttl_ms) if plan.semaphores else None
+        return Decision(
+            allowed=True,
+            lease=lease,
+            reservation=Reservation(plan.token_checks, cost) if plan.token_checks else None,
+            requests=headroom(plan, int(reply[1]), int(reply[2]), int(reply[3])),
+            tokens=headroom(plan, int(reply[4]), int(reply[5]), int(reply[6])),
+        )
 
     def _refused(self, plan: AdmitPlan, reply: Any, sent_at: float) -> Decision:
         index = int(reply[0]) - 1
         refusal = plan.refusals[index]
         if refusal is not None:
             return refusal
+        if int(reply[1]) == -2:
+            return Decision(allowed=False, refused=plan.checks[index], hopeless=True)
         wait = max(int(reply[1]), 1) / 1000
         # A bucket only refills at its rate, so it is certainly empty until `wait` after Redis
         # decided. Redis decided after `sent_at`, so refusing locally until sent_at + wait never
@@ -277,6 +299,8 @@ class RedisLimiter:
         now = self._clock()
         empty_until = self._empty_until
         for check in plan.checks:
+            if type(check) is not RateCheck:
+                continue  # only request buckets are remembered empty
             until = empty_until.get(check.limiter_id)
             if until is None:
                 continue
@@ -307,6 +331,15 @@ class RedisLimiter:
         # caller yields once before the end of its response (see releases_pending), which lets
         # the write go first.
         self._batcher.release(lease.limiter_ids, lease.lease_id)
+
+    def settle_soon(self, reservation: Reservation, used: int) -> None:
+        delta = reservation.tokens - used
+        if not delta or self._breaker.is_open or self._transport is None:
+            return
+        # Queued with this iteration's releases: one release.lua call carries both.
+        settlement = self._encoder.settlement
+        for check in reservation.checks:
+            self._batcher.settle(settlement(check, delta))
 
     @property
     def releases_pending(self) -> bool:

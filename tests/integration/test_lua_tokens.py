@@ -1,0 +1,182 @@
+"""Token buckets in admit.lua and their settlement in release.lua, called directly on a real Redis.
+
+The scripts are the limiter's specification; these tests pin their argument layout and replies
+(what the Python encoders build on), independent of the limiter classes. Every test uses its own
+key prefix and removes its keys. Rates are tiny (one token an hour) wherever a level is asserted,
+so the refill between two calls is far below the tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import redis.asyncio as aioredis
+
+from onwards.limits.redis import load_script
+
+pytestmark = pytest.mark.redis
+
+SLOW = 1 / 3600  # one token an hour: refill between two calls is negligible
+
+
+@pytest.fixture
+async def redis(redis_url: str, unique_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(match=f"{unique_prefix}:*", count=500)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+Check = tuple[str, str, float, object]  # kind, key, first value, second value
+
+
+class Scripts:
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.base = f"{prefix}:{{{prefix}}}"
+        self.admit_body = load_script("admit").body
+        self.release_body = load_script("release").body
+
+    def tk(self, name: str) -> str:
+        return f"{self.base}:tk:{name}"
+
+    def rl(self, name: str) -> str:
+        return f"{self.base}:rl:{name}"
+
+    def cc(self, name: str) -> str:
+        return f"{self.base}:cc:{name}"
+
+    async def admit(self, *requests: tuple[str, int, Sequence[Check]], ttl: int = 30_000) -> list:
+        keys: list[str] = []
+        argv: list[object] = [len(requests), ttl]
+        for lease, cost, checks in requests:
+            argv += [lease, cost, "".join(c[0] for c in checks)]
+            for _, key, a, b in checks:
+                keys.append(key)
+                argv += [repr(float(a)) if isinstance(a, float) else a, b]
+        return await self.redis.eval(self.admit_body, len(keys), *keys, *argv)
+
+    async def release(
+        self, pairs: Sequence[tuple[str, str]] = (), settle: Sequence[tuple[str, float, int, int]] = ()
+    ) -> int:
+        keys = [k for k, _ in pairs] + [k for k, *_ in settle]
+        argv: list[object] = [lease for _, lease in pairs]
+        for _, rate, burst, delta in settle:
+            argv += [repr(float(rate)), burst, delta]
+        return await self.redis.eval(self.release_body, len(keys), *keys, *argv)
+
+    async def level(self, key: str) -> float | None:
+        value = await self.redis.hget(key, "tokens")
+        return None if value is None else float(value)
+
+
+@pytest.fixture
+def scripts(redis: aioredis.Redis, unique_prefix: str) -> Scripts:
+    return Scripts(redis, unique_prefix)
+
+
+async def test_a_token_bucket_takes_the_cost_and_reports_what_is_left(scripts: Scripts) -> None:
+    tk = scripts.tk("key:a")
+    [reply] = await scripts.admit(("", 300, [("t", tk, SLOW, 1000)]))
+    # Admitted; no request bucket (index 0); token bucket 1 has 700 left, full again in 300 hours.
+    assert reply[:6] == [0, 0, 0, 0, 1, 700]
+    assert reply[6] == pytest.approx(300 * 3600 * 1000, rel=1e-6)
+    assert await scripts.level(tk) == pytest.approx(700, abs=0.01)
+
+
+async def test_a_cost_that_does_not_fit_refuses_and_spends_nothing_anywhere(scripts: Scripts) -> None:
+    key_tk, target_tk, rl = scripts.tk("key:a"), scripts.tk("target:t"), scripts.rl("key:a")
+    checks: list[Check] = [("r", rl, SLOW, 5), ("t", key_tk, SLOW, 1000), ("t", target_tk, SLOW, 500)]
+    assert (await scripts.admit(("", 400, checks)))[0][0] == 0
+    # The target bucket has 100 left: a request of 400 does not fit there; the key keeps its 600.
+    [refused] = await scripts.admit(("", 400, checks))
+    assert refused[0] == 3
+    # The wait is the time to refill the 300 missing tokens.
+    assert refused[1] == pytest.approx(300 * 3600 * 1000, rel=1e-3)
+    assert await scripts.level(key_tk) == pytest.approx(600, abs=0.01)
+    assert await scripts.level(rl) == pytest.approx(4, abs=0.01)
+
+
+async def test_a_cost_larger_than_the_whole_bucket_is_refused_as_hopeless(scripts: Scripts) -> None:
+    tk = scripts.tk("target:small")
+    [refused] = await scripts.admit(("", 1001, [("t", tk, 100.0, 1000)]))
+    assert refused == [1, -2]
+    assert await scripts.level(tk) is None  # nothing written
+
+
+async def test_the_most_restrictive_bucket_of_each_kind_is_reported(scripts: Scripts) -> None:
+    checks: list[Check] = [
+        ("r", scripts.rl("key:a"), SLOW, 10),
+        ("r", scripts.rl("target:t"), SLOW, 3),
+        ("t", scripts.tk("key:a"), SLOW, 5000),
+        ("t", scripts.tk("target:t"), SLOW, 800),
+        ("c", scripts.cc("target:t"), 4, ""),
+    ]
+    [reply] = await scripts.admit(("lease-1", 100, checks))
+    assert reply[:3] == [0, 2, 2]  # the target's request bucket: 2 of 3 left
+    assert reply[4:6] == [4, 700]  # the target's token bucket: 700 of 800 left
+    assert reply[3] == pytest.approx(1 * 3600 * 1000, rel=1e-3)
+    assert reply[6] == pytest.approx(100 * 3600 * 1000, rel=1e-3)
+
+
+async def test_requests_without_buckets_still_answer_zero(scripts: Scripts) -> None:
+    assert await scripts.admit(("lease-1", 0, [("c", scripts.cc("target:t"), 2, "")])) == [0]
+
+
+async def test_a_batch_decides_in_order_so_reservations_never_exceed_the_bucket(scripts: Scripts) -> None:
+    tk = scripts.tk("target:shared")
+    replies = await scripts.admit(*[("", 300, [("t", tk, SLOW, 1000)]) for _ in range(5)])
+    assert [r[0] for r in replies] == [0, 0, 0, 1, 1]
+    assert await scripts.level(tk) == pytest.approx(100, abs=0.01)
+
+
+async def test_settlement_refunds_what_was_not_used(scripts: Scripts) -> None:
+    tk = scripts.tk("key:a")
+    await scripts.admit(("", 400, [("t", tk, SLOW, 1000)]))
+    assert await scripts.release(settle=[(tk, SLOW, 1000, 400 - 120)]) == 0
+    assert await scripts.level(tk) == pytest.approx(1000 - 120, abs=0.01)
+
+
+async def test_settlement_charges_beyond_the_reservation_into_debt(scripts: Scripts) -> None:
+    tk = scripts.tk("key:a")
+    await scripts.admit(("", 900, [("t", tk, SLOW, 1000)]))
+    await scripts.release(settle=[(tk, SLOW, 1000, 900 - 1300)])
+    assert await scripts.level(tk) == pytest.approx(-300, abs=0.01)
+    # In debt, even a request reserving nothing waits until the refill has paid it.
+    [refused] = await scripts.admit(("", 0, [("t", tk, SLOW, 1000)]))
+    assert refused[0] == 1 and refused[1] == pytest.approx(300 * 3600 * 1000, rel=1e-3)
+
+
+async def test_a_refund_never_lifts_a_bucket_above_full(scripts: Scripts, redis: aioredis.Redis) -> None:
+    tk = scripts.tk("key:a")
+    await scripts.admit(("", 10, [("t", tk, SLOW, 1000)]))
+    await scripts.release(settle=[(tk, SLOW, 1000, 10)])
+    assert not await redis.exists(tk)  # full again is the same as absent
+    # A refund to a bucket that expired (full) meanwhile changes nothing either.
+    await scripts.release(settle=[(tk, SLOW, 1000, 500)])
+    assert not await redis.exists(tk)
+
+
+async def test_release_and_settlement_share_one_call(scripts: Scripts, redis: aioredis.Redis) -> None:
+    cc, tk = scripts.cc("target:t"), scripts.tk("target:t")
+    checks: list[Check] = [("t", tk, SLOW, 1000), ("c", cc, 1, "")]
+    assert (await scripts.admit(("lease-1", 200, checks)))[0][0] == 0
+    assert await scripts.release(pairs=[(cc, "lease-1")], settle=[(tk, SLOW, 1000, 150)]) == 1
+    assert await redis.zcard(cc) == 0
+    assert await scripts.level(tk) == pytest.approx(950, abs=0.01)
+
+
+async def test_settled_bucket_expires_once_it_would_be_full(scripts: Scripts, redis: aioredis.Redis) -> None:
+    tk = scripts.tk("target:fast")
+    await scripts.admit(("", 100, [("t", tk, 1000.0, 1000)]))  # refills 100 tokens in 0.1 s
+    await scripts.release(settle=[(tk, 1000.0, 1000, -100)])
+    assert 0 < await redis.pttl(tk) <= 1_200 + 1_000
+
+
+async def test_old_release_layout_without_settlements_still_works(scripts: Scripts) -> None:
+    cc = scripts.cc("key:a")
+    await scripts.admit(("l1", 0, [("c", cc, 2, "")]), ("l2", 0, [("c", cc, 2, "")]))
+    assert await scripts.release(pairs=[(cc, "l1"), (cc, "l2"), (cc, "gone")]) == 2
