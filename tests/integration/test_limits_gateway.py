@@ -317,7 +317,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             return mocks[name].url + "/v1"
 
         config = {
-            "limits": {"lease_ttl_ms": 2000, "renew_interval_ms": 500},
+            # A busy machine can hold an admission's reply past the default 250 ms; that request
+            # would then be served under the failure policy while Redis still grants its permit, and
+            # the permit only comes back when the late reply arrives (test_limits_faults.py covers
+            # that path). These tests are about exact counting, so Redis gets time to answer.
+            "limits": {"lease_ttl_ms": 2000, "renew_interval_ms": 500, "redis_timeout_ms": 5000},
             "auth": {
                 "key_definitions": {
                     "alice": {"key": ALICE, "rate_limit": rate(4)},
@@ -424,7 +428,7 @@ def test_a_client_coming_straight_back_finds_its_permit_free(cluster: Cluster) -
     # that nothing on the way delays it past the client's next request.)
     gws = [cluster.a, cluster.b]
     replies = [call(gws[i % 2], "serial1", stream=i % 3 == 0) for i in range(60)]
-    assert statuses(replies) == [200] * 60, statuses(replies)
+    assert statuses(replies) == [200] * 60, [(r.status, r.body[:300]) for r in replies if r.status != 200]
     assert cluster.redis.zcard(semaphore_key(cluster.prefix, "target:serial1")) == 0
 
 
