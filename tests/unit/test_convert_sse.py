@@ -32,7 +32,7 @@ CASES = [
     ("id retry dropped", b"id: 7\nretry: 10\ndata: x\n\n", [SseEvent("", b"x")]),
     ("no final blank", b"data: 1\n\ndata: [DONE]\n", [SseEvent("", b"1"), SseEvent("", b"[DONE]")]),
     ("no final newline", b"data: [DONE]", [SseEvent("", b"[DONE]")]),
-    ("utf8", "data: {\"t\":\"héllo ✓\"}\n\n".encode(), [SseEvent("", '{"t":"héllo ✓"}'.encode())]),
+    ("utf8", 'data: {"t":"héllo ✓"}\n\n'.encode(), [SseEvent("", '{"t":"héllo ✓"}'.encode())]),
     ("event without data", b"event: ping\n\ndata: x\n\n", [SseEvent("", b"x")]),
 ]
 
