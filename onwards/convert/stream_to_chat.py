@@ -25,8 +25,10 @@ _DONE = b"data: [DONE]\n\n"
 
 
 class MessagesToChatStream:
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, include_usage: bool, *, force_model: bool = False) -> None:
+        """``model`` names the chunks when the provider's message does not, or always with force_model."""
         self._reader = SseReader()
+        self._force_model = force_model
         self._include_usage = include_usage
         self._model = model
         self._id = chat_id(None)
@@ -93,7 +95,8 @@ class MessagesToChatStream:
             message = payload.get("message")
             message = message if isinstance(message, dict) else {}
             self._id = chat_id(message.get("id"))
-            self._model = message.get("model") or self._model
+            if not self._force_model:
+                self._model = message.get("model") or self._model
             if isinstance(message.get("usage"), dict):
                 self._usage_in.update(message["usage"])
             return self._chunk({"role": "assistant", "content": ""})

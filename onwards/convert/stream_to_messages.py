@@ -27,9 +27,11 @@ _STOP = anthropic_event({"type": "message_stop"})
 
 
 class ChatToMessagesStream:
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, force_model: bool = False) -> None:
+        """``model`` names the message when the provider's chunks do not, or always with force_model."""
         self._reader = SseReader()
         self._model = model
+        self._force_model = force_model
         self._started = False
         self._done = False
         self._next_index = 0
@@ -89,7 +91,7 @@ class ChatToMessagesStream:
             "id": message_id(chunk.get("id")),
             "type": "message",
             "role": "assistant",
-            "model": chunk.get("model") or self._model,
+            "model": self._model if self._force_model else chunk.get("model") or self._model,
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
