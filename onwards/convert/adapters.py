@@ -64,6 +64,7 @@ def _forced(reply: Callable[[Any, str], dict[str, Any]]) -> Callable[[bytes, str
 @dataclass(frozen=True, slots=True)
 class Adapter:
     name: str  # for logs: "messages->chat" is an Anthropic client over an OpenAI provider
+    client: str  # the client's protocol, CLIENT_ANTHROPIC or CLIENT_OPENAI
     upstream_path: str
     # The client's decoded body as the provider's (raises ConversionError).
     request: Callable[[dict[str, Any]], dict[str, Any]]
@@ -77,6 +78,7 @@ class Adapter:
 
 MESSAGES_OVER_CHAT = Adapter(
     name="messages->chat",
+    client=CLIENT_ANTHROPIC,
     upstream_path="/v1/chat/completions",
     request=messages_to_chat,
     reply=_forced(chat_completion_to_message),
@@ -86,6 +88,7 @@ MESSAGES_OVER_CHAT = Adapter(
 
 CHAT_OVER_MESSAGES = Adapter(
     name="chat->messages",
+    client=CLIENT_OPENAI,
     upstream_path="/v1/messages",
     request=chat_to_messages,
     reply=_forced(message_to_chat_completion),
