@@ -108,7 +108,6 @@ _CLIENT_PATHS = {
     "/v1/messages": CLIENT_ANTHROPIC,
     "/v1/messages/count_tokens": CLIENT_COUNT_TOKENS,
     "/v1/chat/completions": CLIENT_OPENAI,
-    "/chat/completions": CLIENT_OPENAI,
 }
 
 
