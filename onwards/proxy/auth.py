@@ -22,6 +22,17 @@ def bearer_token(authorization: bytes | None) -> str | None:
         return None
 
 
+def api_key_token(value: bytes) -> str | None:
+    """The token of an `x-api-key` header (Anthropic's way of sending it)."""
+    token = value.strip()
+    if not token:
+        return None
+    try:
+        return token.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
 def authenticate(snapshot: Snapshot, target: Target, token: str | None) -> KeyDefinition | None:
     """Check access to `target`; return the caller's key definition when it has one.
 

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from onwards.errors import GatewayError
 from onwards.proxy import attempts
+from onwards.proxy.converted import client_error
 from onwards.proxy.exchange import ClientGone, Exchange, Outcome
 from onwards.proxy.intake import Intake
 from onwards.proxy.metering import Meter
@@ -74,6 +75,7 @@ class ProxyHandler:
             await request.read(receive, active, gw.metrics, outcome, gw.body_watch)
         except GatewayError as exc:
             outcome.error = str(exc)
+            exc = client_error(exc, request.protocol)
             await send_error(send, exc, request.rid_header)
             outcome.bytes_out = len(exc.body)
             return request.request_id, exc.status

@@ -60,5 +60,7 @@ _KNOWN_ROUTES = {
         "/v1/audio/speech",
         "/v1/images/generations",
         "/v1/rerank",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
     )
 }

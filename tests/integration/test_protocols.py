@@ -142,7 +142,7 @@ def test_messages_over_an_openai_provider(gateway: GatewayProcess, oa: ProtocolU
         model="gpt",
         max_tokens=100,
         system="Be brief.",
-        temperature=0.5,
+        extra_body={"temperature": 0.5},  # this SDK version no longer has the parameter
         stop_sequences=["END"],
         metadata={"user_id": "u-42"},
         messages=[{"role": "user", "content": "Hello there"}],
@@ -304,12 +304,15 @@ def test_messages_pass_through_to_an_anthropic_provider(
     seen = an.requests[-1]
     assert seen.path == "/v1/messages"
     assert seen.headers["x-api-key"] == AN_KEY and "authorization" not in seen.headers
-    assert seen.headers["anthropic-version"] == "2023-06-01"
     assert seen.json() == {
         "model": "claude",
         "max_tokens": 10,
         "messages": [{"role": "user", "content": "Hi"}],
     }
+    sdk_version = seen.headers["anthropic-version"]  # the client's own version is forwarded as it is
+    body = {"model": "claude", "max_tokens": 5, "messages": []}
+    status, _, _ = raw_post(gateway, "/v1/messages", body, {"x-api-key": CLIENT_KEY})
+    assert status == 200 and an.requests[-1].headers["anthropic-version"] == "2023-06-01" != sdk_version
 
 
 def test_chat_over_an_anthropic_provider(gateway: GatewayProcess, an: ProtocolUpstream) -> None:

@@ -1,7 +1,7 @@
 """A mock provider that speaks one protocol, OpenAI Chat Completions or Anthropic Messages, with tool calls.
 
-It extends MockUpstream (same recording, ``x-mock-status`` / ``x-mock-delay``, ``fail_next`` and lifecycle) with answers that
-a conversion test can check end to end:
+It extends MockUpstream (same recording, ``x-mock-status`` / ``x-mock-delay``, ``fail_next`` and
+lifecycle) with answers that a conversion test can check end to end:
 
 * a request that offers tools and whose last turn is not a tool result gets a call of the first tool with
   ``{"city": "Paris"}``;
