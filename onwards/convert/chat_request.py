@@ -187,9 +187,12 @@ def _check_rejected(body: dict[str, Any]) -> None:
     if isinstance(modalities, list) and any(m != "text" for m in modalities):
         raise ConversionError("modalities: only text output is available", "modalities")
     response_format = body.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type", "text") != "text":
+    if isinstance(response_format, dict) and response_format.get("type", "text") not in (
+        "text",
+        "json_schema",
+    ):
         raise ConversionError(
-            "response_format: JSON output modes cannot be converted for an Anthropic-format provider",
+            "response_format: only json_schema (Anthropic structured outputs) and text can be converted",
             "response_format",
         )
 
@@ -259,6 +262,11 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None and out.get("tools"):
         out["tool_choice"] = choice
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        spec = _need(response_format.get("json_schema"), dict, "response_format.json_schema")
+        schema = _need(spec.get("schema"), dict, "response_format.json_schema.schema")
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if body.get("stream") is True:
         out["stream"] = True
     return out

@@ -204,6 +204,28 @@ def reasoning_effort(thinking: Any) -> str | None:
     raise ConversionError(f"thinking.type: unknown value {kind!r}", "thinking.type")
 
 
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+
+
+def _output_config(config: dict[str, Any], out: dict[str, Any]) -> str | None:
+    """Structured output becomes a json_schema response_format; the effort, a reasoning_effort."""
+    output_format = config.get("format")
+    if output_format is not None:
+        _need(output_format, dict, "output_config.format")
+        if output_format.get("type") != "json_schema":
+            raise ConversionError(
+                "output_config.format.type: must be 'json_schema'", "output_config.format.type"
+            )
+        schema = _need(output_format.get("schema"), dict, "output_config.format.schema")
+        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    effort = config.get("effort")
+    if effort is None:
+        return None
+    if effort not in _EFFORTS:
+        raise ConversionError(f"output_config.effort: unknown value {effort!r}", "output_config.effort")
+    return _EFFORTS[effort]
+
+
 def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     """Raises ConversionError for input with no counterpart or of the wrong shape."""
     for name in _REJECTED_FIELDS:
@@ -230,6 +252,9 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
 
     max_tokens = _need(body.get("max_tokens"), int, "max_tokens")
     effort = reasoning_effort(body["thinking"]) if body.get("thinking") is not None else None
+    output = body.get("output_config")
+    if output is not None:
+        effort = _output_config(_need(output, dict, "output_config"), out) or effort
     if effort is not None:
         # Reasoning models take only max_completion_tokens; older OpenAI-compatible servers only max_tokens.
         out["reasoning_effort"] = effort

@@ -19,6 +19,16 @@ def _req(**fields: Any) -> dict[str, Any]:
 
 
 FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "json_schema response_format",
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "object"}},
+            }
+        },
+        {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
+    ),
     ("default max_tokens", {}, {"max_tokens": DEFAULT_MAX_TOKENS}),
     ("max_tokens", {"max_tokens": 10}, {"max_tokens": 10}),
     ("max_completion_tokens wins", {"max_tokens": 10, "max_completion_tokens": 20}, {"max_tokens": 20}),
@@ -230,6 +240,11 @@ def test_messages(name: str, messages: list[dict[str, Any]], expected: dict[str,
 
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "json_schema without schema",
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        "response_format.json_schema.schema",
+    ),
     ("n", {"n": 2}, "n"),
     ("logprobs", {"logprobs": True}, "logprobs"),
     ("json mode", {"response_format": {"type": "json_object"}}, "response_format"),

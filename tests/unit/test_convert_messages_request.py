@@ -18,6 +18,21 @@ def _req(**fields: Any) -> dict[str, Any]:
 
 
 FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+    (
+        "output_config.format",
+        {"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": {"type": "object"}},
+            }
+        },
+    ),
+    (
+        "output_config.effort",
+        {"output_config": {"effort": "max"}},
+        {"reasoning_effort": "high", "max_completion_tokens": 64},
+    ),
     ("max_tokens", {}, {"model": "m", "max_tokens": 64}),
     ("temperature", {"temperature": 0.2}, {"temperature": 0.2}),
     ("top_p", {"top_p": 0.9}, {"top_p": 0.9}),
@@ -264,6 +279,8 @@ def test_content(name: str, message: dict[str, Any], expected: list[dict[str, An
 
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
+    ("output format type", {"output_config": {"format": {"type": "regex"}}}, "output_config.format.type"),
+    ("output effort", {"output_config": {"effort": "extreme"}}, "output_config.effort"),
     (
         "document block",
         {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
