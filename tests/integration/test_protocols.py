@@ -74,6 +74,7 @@ def gateway(
                 "providers": [openai_provider, anthropic_provider],
             },
             "keyed": {**openai_provider, "keys": [CLIENT_KEY]},
+            "clean": {**openai_provider, "sanitize_response": True},
             "limited": {**openai_provider, "rate_limit": {"requests_per_second": 0.001, "burst_size": 1}},
         }
     }
@@ -526,3 +527,50 @@ def test_claude_code_style_session(gateway: GatewayProcess, oa: ProtocolUpstream
     }
     assert [t["function"]["name"] for t in converted["tools"]] == ["get_weather", "Bash"]
     assert converted["user"] == "user_abc_account_def_session_123" and converted["max_tokens"] == 32000
+
+
+def test_converted_requests_are_counted_under_their_own_route(
+    gateway: GatewayProcess, oa: ProtocolUpstream
+) -> None:
+    claude_client(gateway).messages.create(
+        model="gpt", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    )
+    conn = http.client.HTTPConnection(gateway.host, gateway.metrics_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    counted = [
+        line
+        for line in text.splitlines()
+        if line.startswith("onwards_requests_total{")
+        and 'route="/v1/messages"' in line
+        and 'target="gpt"' in line
+    ]
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1, text[:2000]
+
+
+def test_sanitized_conversion_names_the_alias_and_hides_provider_errors(
+    gateway: GatewayProcess, oa: ProtocolUpstream
+) -> None:
+    client = claude_client(gateway)
+    message = client.messages.create(
+        model="clean", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    )
+    assert message.model == "clean" and message.content[0].text == "hello from oa"
+    with client.messages.stream(
+        model="clean", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    ) as s:
+        assert s.get_final_message().model == "clean"
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(
+            model="clean",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-mock-status": "400"},
+        )
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "The upstream provider rejected the request."},
+    }
