@@ -146,6 +146,7 @@ async def _stream(
         events += tail.count(b"\n\n")
         sent += len(tail)
         ex.gw.metrics.streamed(pplan.label, sent, events)
+        ex.outcome.bytes_out = sent
     await ex.permits.release_before_end()
     await body(send, tail, False)
     return status
