@@ -8,6 +8,9 @@ Rules (docs/protocols.md lists them for users):
 - Assistant ``tool_use`` blocks become ``tool_calls``; earlier ``thinking`` blocks are dropped (Chat
   Completions has no field to send reasoning back).
 - ``cache_control`` and citations are hints without a counterpart and are dropped; ``top_k`` too.
+- ``thinking`` and ``output_config.effort`` are dropped: Chat Completions servers disagree on
+  ``reasoning_effort`` (OpenAI refuses it for models that do not reason, and Claude Code asks for thinking
+  by default), while a model that reasons does so by its own default and its reasoning still comes back.
 - Anything else with no counterpart (documents, server tools, MCP servers, ...) is a ConversionError.
 """
 
@@ -20,7 +23,7 @@ import orjson
 from onwards.convert.errors import ConversionError
 from onwards.convert.fields import need as _need
 
-__all__ = ["messages_to_chat", "reasoning_effort"]
+__all__ = ["messages_to_chat"]
 
 _REJECTED_FIELDS = ("mcp_servers", "container")
 
@@ -190,40 +193,16 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
         out["parallel_tool_calls"] = False
 
 
-def reasoning_effort(thinking: Any) -> str | None:
-    """Anthropic's thinking setting as an OpenAI reasoning_effort (None: no reasoning asked for)."""
-    _need(thinking, dict, "thinking")
-    kind = thinking.get("type")
-    if kind == "disabled":
-        return None
-    if kind == "adaptive":
-        return "medium"
-    if kind == "enabled":
-        budget = _need(thinking.get("budget_tokens"), int, "thinking.budget_tokens")
-        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
-    raise ConversionError(f"thinking.type: unknown value {kind!r}", "thinking.type")
-
-
-_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
-
-
-def _output_config(config: dict[str, Any], out: dict[str, Any]) -> str | None:
-    """Structured output becomes a json_schema response_format; the effort, a reasoning_effort."""
+def _output_format(config: dict[str, Any], out: dict[str, Any]) -> None:
+    """Structured output (a JSON schema) becomes a json_schema response_format."""
     output_format = config.get("format")
-    if output_format is not None:
-        _need(output_format, dict, "output_config.format")
-        if output_format.get("type") != "json_schema":
-            raise ConversionError(
-                "output_config.format.type: must be 'json_schema'", "output_config.format.type"
-            )
-        schema = _need(output_format.get("schema"), dict, "output_config.format.schema")
-        out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-    effort = config.get("effort")
-    if effort is None:
-        return None
-    if effort not in _EFFORTS:
-        raise ConversionError(f"output_config.effort: unknown value {effort!r}", "output_config.effort")
-    return _EFFORTS[effort]
+    if output_format is None:
+        return
+    _need(output_format, dict, "output_config.format")
+    if output_format.get("type") != "json_schema":
+        raise ConversionError("output_config.format.type: must be 'json_schema'", "output_config.format.type")
+    schema = _need(output_format.get("schema"), dict, "output_config.format.schema")
+    out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
 def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
@@ -250,17 +229,10 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             raise ConversionError(f"{where}.role: must be 'user' or 'assistant'", f"{where}.role")
     out["messages"] = messages
 
-    max_tokens = _need(body.get("max_tokens"), int, "max_tokens")
-    effort = reasoning_effort(body["thinking"]) if body.get("thinking") is not None else None
+    out["max_tokens"] = _need(body.get("max_tokens"), int, "max_tokens")
     output = body.get("output_config")
     if output is not None:
-        effort = _output_config(_need(output, dict, "output_config"), out) or effort
-    if effort is not None:
-        # Reasoning models take only max_completion_tokens; older OpenAI-compatible servers only max_tokens.
-        out["reasoning_effort"] = effort
-        out["max_completion_tokens"] = max_tokens
-    else:
-        out["max_tokens"] = max_tokens
+        _output_format(_need(output, dict, "output_config"), out)
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             out[name] = body[name]

@@ -28,34 +28,12 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             }
         },
     ),
-    (
-        "output_config.effort",
-        {"output_config": {"effort": "max"}},
-        {"reasoning_effort": "high", "max_completion_tokens": 64},
-    ),
     ("max_tokens", {}, {"model": "m", "max_tokens": 64}),
     ("temperature", {"temperature": 0.2}, {"temperature": 0.2}),
     ("top_p", {"top_p": 0.9}, {"top_p": 0.9}),
     ("stop_sequences", {"stop_sequences": ["END", "##"]}, {"stop": ["END", "##"]}),
     ("metadata.user_id", {"metadata": {"user_id": "u-1"}}, {"user": "u-1"}),
     ("stream", {"stream": True}, {"stream": True, "stream_options": {"include_usage": True}}),
-    (
-        "thinking low",
-        {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 4000},
-        {"reasoning_effort": "low", "max_completion_tokens": 4000},
-    ),
-    (
-        "thinking medium",
-        {"thinking": {"type": "enabled", "budget_tokens": 8000}},
-        {"reasoning_effort": "medium"},
-    ),
-    (
-        "thinking high",
-        {"thinking": {"type": "enabled", "budget_tokens": 20000}},
-        {"reasoning_effort": "high"},
-    ),
-    ("thinking adaptive", {"thinking": {"type": "adaptive"}}, {"reasoning_effort": "medium"}),
-    ("thinking disabled", {"thinking": {"type": "disabled"}}, {"max_tokens": 64}),
     (
         "tool_choice auto",
         {"tools": [{"name": "f", "input_schema": {}}], "tool_choice": {"type": "auto"}},
@@ -116,13 +94,17 @@ def test_fields(name: str, fields: dict[str, Any], expected: dict[str, Any]) -> 
 
 
 def test_dropped_fields_do_not_reach_openai() -> None:
-    out = messages_to_chat(_req(top_k=5, service_tier="auto", metadata={"other": 1}))
+    out = messages_to_chat(
+        _req(
+            top_k=5,
+            service_tier="auto",
+            metadata={"other": 1},
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            output_config={"effort": "high"},
+            inference_geo="us",
+        )
+    )
     assert set(out) == {"model", "messages", "max_tokens"}
-
-
-def test_thinking_uses_max_completion_tokens_only() -> None:
-    out = messages_to_chat(_req(thinking={"type": "enabled", "budget_tokens": 2048}))
-    assert "max_tokens" not in out and out["max_completion_tokens"] == 64
 
 
 SYSTEM_CASES = [
@@ -280,7 +262,6 @@ def test_content(name: str, message: dict[str, Any], expected: list[dict[str, An
 
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("output format type", {"output_config": {"format": {"type": "regex"}}}, "output_config.format.type"),
-    ("output effort", {"output_config": {"effort": "extreme"}}, "output_config.effort"),
     (
         "document block",
         {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
@@ -318,7 +299,6 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("system with image", {"system": [{"type": "image"}]}, "system.0.type"),
     ("unknown tool_choice", {"tool_choice": {"type": "maybe"}}, "tool_choice.type"),
-    ("unknown thinking", {"thinking": {"type": "deep"}}, "thinking.type"),
     (
         "assistant server_tool_use",
         {
