@@ -26,6 +26,7 @@ from onwards.convert.stream_to_chat import MessagesToChatStream
 from onwards.convert.stream_to_messages import ChatToMessagesStream
 
 __all__ = [
+    "ANTHROPIC_CLIENTS",
     "CHAT_OVER_MESSAGES",
     "CLIENT_ANTHROPIC",
     "CLIENT_COUNT_TOKENS",
@@ -40,6 +41,8 @@ __all__ = [
 CLIENT_ANTHROPIC = "anthropic"
 CLIENT_OPENAI = "openai"
 CLIENT_COUNT_TOKENS = "count_tokens"
+# Clients that expect Anthropic's error shape.
+ANTHROPIC_CLIENTS = frozenset((CLIENT_ANTHROPIC, CLIENT_COUNT_TOKENS))
 
 
 class StreamTranslator(Protocol):

@@ -15,7 +15,7 @@ import orjson
 
 from onwards import errors
 from onwards.convert import ConversionError, UpstreamFormatError, estimate_input_tokens, to_anthropic_error
-from onwards.convert.adapters import CLIENT_ANTHROPIC, CLIENT_COUNT_TOKENS, Adapter, StreamTranslator
+from onwards.convert.adapters import ANTHROPIC_CLIENTS, CLIENT_ANTHROPIC, Adapter, StreamTranslator
 from onwards.errors import GatewayError
 from onwards.proxy import sanitize
 from onwards.proxy.exchange import Exchange
@@ -24,7 +24,6 @@ from onwards.proxy.plan import ProviderPlan
 from onwards.proxy.respond import Headers, body, response_headers, send_whole, start
 from onwards.proxy.upstream import UpstreamResponse
 
-_ANTHROPIC_CLIENTS = frozenset((CLIENT_ANTHROPIC, CLIENT_COUNT_TOKENS))
 _JSON_CT = (b"content-type", b"application/json")
 _SSE_CT = (b"content-type", b"text/event-stream")
 # Headers that described the provider's body, not the converted one.
@@ -33,7 +32,7 @@ _BODY_HEADERS = frozenset((b"content-type", b"content-encoding", b"content-lengt
 
 def client_error(exc: GatewayError, protocol: str | None) -> GatewayError:
     """The gateway's own (OpenAI-shaped) error in the client's shape; status and headers kept."""
-    if protocol not in _ANTHROPIC_CLIENTS:
+    if protocol not in ANTHROPIC_CLIENTS:
         return exc
     return GatewayError(exc.status, to_anthropic_error(exc.status, exc.body), exc.headers, log=str(exc))
 

@@ -20,6 +20,8 @@ import aiohttp
 from starlette.types import Send
 
 from onwards import errors
+from onwards.convert import to_anthropic_error
+from onwards.convert.adapters import ANTHROPIC_CLIENTS
 from onwards.errors import GatewayError
 from onwards.proxy import sanitize
 from onwards.proxy.exchange import ClientGone, Exchange
@@ -84,6 +86,8 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse)
         if status >= 300 or status < 200:
             # The upstream's own headers could name the provider; a sanitized error carries none.
             body = sanitize.sanitized_error_body(status)
+            if ex.request.protocol in ANTHROPIC_CLIENTS:  # /v1/messages passed through to its provider
+                body = to_anthropic_error(status, body)
             return await send_whole(ex, status, [rid_header, *ex.meter.headers()], body, replace_ct=True)
         if is_sse:
             return await stream(

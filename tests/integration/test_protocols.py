@@ -75,6 +75,7 @@ def gateway(
             },
             "keyed": {**openai_provider, "keys": [CLIENT_KEY]},
             "clean": {**openai_provider, "sanitize_response": True},
+            "claude-clean": {**anthropic_provider, "sanitize_response": True},
             "limited": {**openai_provider, "rate_limit": {"requests_per_second": 0.001, "burst_size": 1}},
         }
     }
@@ -573,4 +574,20 @@ def test_sanitized_conversion_names_the_alias_and_hides_provider_errors(
     assert caught.value.body == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "The upstream provider rejected the request."},
+    }
+
+
+def test_sanitized_passthrough_error_on_messages_is_in_anthropic_shape(
+    gateway: GatewayProcess, an: ProtocolUpstream
+) -> None:
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        claude_client(gateway).messages.create(
+            model="claude-clean",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"x-mock-status": "500"},
+        )
+    assert caught.value.body == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "An internal error occurred. Please try again later."},
     }

@@ -83,7 +83,7 @@ def exchange(path: str = "/v1/embeddings") -> tuple[Exchange, Client, Metrics]:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    request: Any = types.SimpleNamespace(rid_header=(b"x-request-id", b"rid-1"), model="gpt")
+    request: Any = types.SimpleNamespace(rid_header=(b"x-request-id", b"rid-1"), model="gpt", protocol=None)
     scope: Any = {"method": "POST", "path": path}
     watch = DisconnectWatch(receive, permits)
     ex = Exchange(gw, scope, client.send, request, Outcome(), permits, watch, Meter(limited=False))
