@@ -591,3 +591,16 @@ def test_sanitized_passthrough_error_on_messages_is_in_anthropic_shape(
         "type": "error",
         "error": {"type": "api_error", "message": "An internal error occurred. Please try again later."},
     }
+
+
+def test_unconvertible_input_falls_over_to_a_provider_of_the_clients_protocol(
+    gateway: GatewayProcess, oa: ProtocolUpstream, an: ProtocolUpstream
+) -> None:
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+    message = claude_client(gateway).messages.create(
+        model="openai-first",
+        max_tokens=10,
+        messages=[{"role": "user", "content": [document]}],  # type: ignore[list-item]
+    )
+    assert message.content[0].text == "hello from an"
+    assert oa.requests == [] and an.requests[-1].json()["messages"][0]["content"] == [document]
