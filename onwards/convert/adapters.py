@@ -21,6 +21,7 @@ import orjson
 from onwards.convert.chat_request import chat_to_messages, wants_usage
 from onwards.convert.errors import to_anthropic_error, to_openai_error
 from onwards.convert.messages_request import messages_to_chat
+from onwards.convert.replay import chat_completion_stream, message_stream
 from onwards.convert.replies import chat_completion_to_message, message_to_chat_completion
 from onwards.convert.stream_to_chat import MessagesToChatStream
 from onwards.convert.stream_to_messages import ChatToMessagesStream
@@ -77,6 +78,9 @@ class Adapter:
     stream: Callable[[str, dict[str, Any], bool], StreamTranslator]
     # A provider error body (status, raw) in the client's error shape.
     error: Callable[[int, bytes], bytes]
+    # A converted whole answer as the client's stream (answer, client's decoded body), for a provider
+    # that answered a stream request with one JSON body.
+    replay: Callable[[dict[str, Any], dict[str, Any]], bytes]
 
 
 MESSAGES_OVER_CHAT = Adapter(
@@ -87,6 +91,7 @@ MESSAGES_OVER_CHAT = Adapter(
     reply=_forced(chat_completion_to_message),
     stream=lambda model, body, force: ChatToMessagesStream(model, force_model=force),
     error=to_anthropic_error,
+    replay=lambda message, body: message_stream(message),
 )
 
 CHAT_OVER_MESSAGES = Adapter(
@@ -97,6 +102,7 @@ CHAT_OVER_MESSAGES = Adapter(
     reply=_forced(message_to_chat_completion),
     stream=lambda model, body, force: MessagesToChatStream(model, wants_usage(body), force_model=force),
     error=to_openai_error,
+    replay=lambda completion, body: chat_completion_stream(completion, wants_usage(body)),
 )
 
 

@@ -107,6 +107,11 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse,
         raise GatewayError(
             502, errors.UPSTREAM_UNREACHABLE, log=f"cannot convert {pplan.label} answer: {exc.message}"
         ) from None
+    decoded = _decoded(ex.request)
+    if decoded.get("stream") is True:
+        # The provider ignored stream: the client still gets the stream it asked for.
+        kept.append(_SSE_CT)
+        return await send_whole(ex, status, kept, adapter.replay(orjson.loads(content), decoded))
     kept.append(_JSON_CT)
     return await send_whole(ex, status, kept, content)
 

@@ -165,3 +165,15 @@ def test_client_error_takes_the_anthropic_shape_only_for_anthropic_clients() -> 
         "type": "error",
         "error": {"type": "not_found_error", "message": "no such model"},
     }
+
+
+async def test_a_whole_answer_to_a_stream_request_is_replayed_as_a_stream() -> None:
+    ex, client, _ = _exchange({"stream": True})
+    reply = b'{"id":"c1","model":"up","choices":[{"message":{"content":"Hi"},"finish_reason":"stop"}]}'
+    await converted.respond(
+        ex, _plan(), InProcessResponse(200, "application/json", [reply], True), MESSAGES_OVER_CHAT
+    )
+    assert dict(client.messages[0]["headers"])[b"content-type"] == b"text/event-stream"
+    events = _events(client)
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    assert any(p.get("delta", {}).get("text") == "Hi" for _, p in events)
