@@ -64,6 +64,30 @@ def _text_of_blocks(blocks: list[Any], where: str) -> str:
     return "\n\n".join(texts)
 
 
+def _document_text(block: dict[str, Any], where: str) -> str:
+    """A plain-text document as text (its title first); PDFs and files have no Chat Completions form
+    every OpenAI-compatible server reads, so they stay refused."""
+    source = _need(block.get("source"), dict, f"{where}.source")
+    kind = source.get("type")
+    if kind == "text":
+        text = _need(source.get("data"), str, f"{where}.source.data")
+    elif kind == "content":
+        content = source.get("content")
+        text = (
+            content
+            if isinstance(content, str)
+            else _text_of_blocks(_need(content, list, f"{where}.source.content"), f"{where}.source.content")
+        )
+    else:
+        raise ConversionError(
+            f"{where}.source: a document of source type {kind!r} cannot be sent to an OpenAI-format provider "
+            "(plain-text documents can)",
+            f"{where}.source.type",
+        )
+    title = block.get("title")
+    return f"{title}\n\n{text}" if isinstance(title, str) and title else text
+
+
 def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The tool message for one tool_result block, and the images it carried."""
     call_id = _need(block.get("tool_use_id"), str, f"{where}.tool_use_id")
@@ -82,6 +106,8 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
                 texts.append(_need(part.get("text"), str, f"{where}.content.{j}.text"))
             elif kind == "image":
                 images.append(_image_part(part, f"{where}.content.{j}"))
+            elif kind == "document":
+                texts.append(_document_text(part, f"{where}.content.{j}"))
             else:
                 raise _unsupported(kind, f"{where}.content.{j}")
         text = "\n\n".join(texts)
@@ -105,6 +131,8 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": _need(block.get("text"), str, f"{at}.text")})
         elif kind == "image":
             parts.append(_image_part(block, at))
+        elif kind == "document":
+            parts.append({"type": "text", "text": _document_text(block, at)})
         elif kind == "tool_result":
             message, images = _tool_result(block, at)
             tools.append(message)

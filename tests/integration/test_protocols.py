@@ -268,7 +268,10 @@ def test_keyed_target_accepts_either_header(
 
 
 def test_unconvertible_input_is_a_400_naming_the_field(gateway: GatewayProcess, oa: ProtocolUpstream) -> None:
-    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
     with pytest.raises(anthropic.BadRequestError) as caught:
         claude_client(gateway).messages.create(
             model="gpt",
@@ -596,7 +599,10 @@ def test_sanitized_passthrough_error_on_messages_is_in_anthropic_shape(
 def test_unconvertible_input_falls_over_to_a_provider_of_the_clients_protocol(
     gateway: GatewayProcess, oa: ProtocolUpstream, an: ProtocolUpstream
 ) -> None:
-    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+    document = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
     message = claude_client(gateway).messages.create(
         model="openai-first",
         max_tokens=10,

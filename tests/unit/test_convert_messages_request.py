@@ -9,6 +9,7 @@ import pytest
 from onwards.convert import ConversionError, messages_to_chat
 
 USER = {"role": "user", "content": "hi"}
+PDF = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
 
 
 def _req(**fields: Any) -> dict[str, Any]:
@@ -127,6 +128,48 @@ def test_system(name: str, system: Any, expected: list[dict[str, Any]]) -> None:
 
 
 CONTENT_CASES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
+    (
+        "text documents become text",
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "document",
+                    "title": "notes.txt",
+                    "source": {"type": "text", "media_type": "text/plain", "data": "abc"},
+                },
+                {
+                    "type": "document",
+                    "source": {"type": "content", "content": [{"type": "text", "text": "def"}]},
+                },
+            ],
+        },
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "notes.txt\n\nabc"}, {"type": "text", "text": "def"}],
+            }
+        ],
+    ),
+    (
+        "text document in a tool result",
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [
+                        {
+                            "type": "document",
+                            "source": {"type": "text", "media_type": "text/plain", "data": "abc"},
+                        }
+                    ],
+                }
+            ],
+        },
+        [{"role": "tool", "tool_call_id": "t1", "content": "abc"}],
+    ),
     ("user string", USER, [{"role": "user", "content": "hi"}]),
     (
         "one text block",
@@ -263,8 +306,17 @@ def test_content(name: str, message: dict[str, Any], expected: list[dict[str, An
 REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("output format type", {"output_config": {"format": {"type": "regex"}}}, "output_config.format.type"),
     (
-        "document block",
-        {"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]},
+        "pdf document",
+        {"messages": [{"role": "user", "content": [PDF]}]},
+        "messages.0.content.0.source.type",
+    ),
+    (
+        "search_result block",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "search_result", "source": "x", "content": []}]}
+            ]
+        },
         "messages.0.content.0.type",
     ),
     (
@@ -289,13 +341,11 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
             "messages": [
                 {
                     "role": "user",
-                    "content": [
-                        {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "document"}]}
-                    ],
+                    "content": [{"type": "tool_result", "tool_use_id": "t", "content": [PDF]}],
                 }
             ]
         },
-        "messages.0.content.0.content.0.type",
+        "messages.0.content.0.content.0.source.type",
     ),
     ("system with image", {"system": [{"type": "image"}]}, "system.0.type"),
     ("unknown tool_choice", {"tool_choice": {"type": "maybe"}}, "tool_choice.type"),
