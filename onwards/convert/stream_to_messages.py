@@ -37,6 +37,7 @@ class ChatToMessagesStream:
         self._next_index = 0
         self._open: tuple[str, int] | None = None  # (kind, block index); kind "text", "thinking" or "tool:N"
         self._tools: dict[int, int] = {}  # OpenAI tool call index -> block index
+        self._tool_ids: dict[int, str] = {}  # OpenAI tool call index -> the id its call started with
         self._finish: Any = None
         self._matched: Any = None
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
@@ -157,15 +158,18 @@ class ChatToMessagesStream:
         function = function if isinstance(function, dict) else {}
         out = b""
         index = self._tools.get(position)
-        if index is None:
+        given = call.get("id")
+        # Some servers number every call 0; a new id at a known index is a new call, not more input.
+        if index is None or (isinstance(given, str) and given and given != self._tool_ids[position]):
             block: dict[str, Any] = {
                 "type": "tool_use",
-                "id": tool_id(call.get("id")),
+                "id": tool_id(given),
                 "name": function.get("name") or "",
                 "input": {},
             }
-            out = self._open_block(f"tool:{position}", block)
+            out = self._open_block(f"tool:{position}:{self._next_index}", block)
             index = self._tools[position] = self._next_index - 1
+            self._tool_ids[position] = block["id"]
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             # Calls normally arrive one after another; a late fragment of an earlier call still names its

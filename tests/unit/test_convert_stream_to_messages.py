@@ -239,3 +239,13 @@ def test_model_falls_back_to_the_asked_name() -> None:
     chunk = _chunk({"content": "x"}, "stop")
     del chunk["model"]
     assert _events(_translate(_sse(chunk)))[0]["message"]["model"] == "asked"
+
+
+def test_calls_that_all_say_index_0_are_told_apart_by_their_ids() -> None:
+    raw = _sse(
+        _chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": '{"x":1}'}}]}),
+        _chunk({"tool_calls": [{"index": 0, "id": "b", "function": {"name": "g", "arguments": '{"y":2}'}}]}),
+        _chunk({}, "tool_calls"),
+    )
+    message = _assemble(_events(_translate(raw)))
+    assert [(b.id, b.name, b.input) for b in message.content] == [("a", "f", {"x": 1}), ("b", "g", {"y": 2})]
