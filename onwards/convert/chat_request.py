@@ -15,6 +15,7 @@ Rules (docs/protocols.md lists them for users):
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -36,6 +37,15 @@ _REJECTED = {
     "audio": "audio output is not supported by an Anthropic-format provider",
     "prediction": "predicted outputs are not supported by an Anthropic-format provider",
 }
+
+
+_TOOL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _tool_use_id(call_id: str) -> str:
+    """Anthropic takes tool ids of letters, digits, "_" and "-" only; ids from other servers
+    ("functions.get_weather:0") are rewritten the same way in the call and in its result."""
+    return _TOOL_ID_UNSAFE.sub("_", call_id) if _TOOL_ID_UNSAFE.search(call_id) else call_id
 
 
 def _data_url_source(url: str, where: str) -> dict[str, Any]:
@@ -119,7 +129,7 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
         blocks.append(
             {
                 "type": "tool_use",
-                "id": _need(call.get("id"), str, f"{at}.id"),
+                "id": _tool_use_id(_need(call.get("id"), str, f"{at}.id")),
                 "name": _need(function.get("name"), str, f"{at}.function.name"),
                 "input": arguments,
             }
@@ -241,7 +251,7 @@ def chat_to_messages(body: dict[str, Any]) -> dict[str, Any]:
         elif role == "assistant":
             _append(messages, "assistant", _assistant_blocks(message, where))
         elif role == "tool":
-            call_id = _need(message.get("tool_call_id"), str, f"{where}.tool_call_id")
+            call_id = _tool_use_id(_need(message.get("tool_call_id"), str, f"{where}.tool_call_id"))
             result = {
                 "type": "tool_result",
                 "tool_use_id": call_id,

@@ -328,3 +328,17 @@ def test_unsupported_or_malformed_input_is_a_conversion_error(
 )
 def test_wants_usage(options: dict[str, Any], expected: bool) -> None:
     assert wants_usage(_req(**options)) is expected
+
+
+def test_tool_ids_anthropic_would_refuse_are_rewritten_alike_in_call_and_result() -> None:
+    messages = [
+        USER,
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "functions.f:0", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "functions.f:0", "content": "ok"},
+    ]
+    out = chat_to_messages(_req(messages=messages))["messages"]
+    assert out[1]["content"][0]["id"] == "functions_f_0"
+    assert out[2]["content"][0]["tool_use_id"] == "functions_f_0"
