@@ -6,7 +6,8 @@ the proxy: the request path picks a direction per attempt and calls these at its
 
 Client speaks Anthropic, provider OpenAI: messages_to_chat, chat_completion_to_message, ChatToMessagesStream,
 to_anthropic_error. Client speaks OpenAI, provider Anthropic: chat_to_messages, message_to_chat_completion,
-MessagesToChatStream, to_openai_error. estimate_input_tokens answers count_tokens locally.
+MessagesToChatStream, to_openai_error. estimate_input_tokens answers count_tokens locally. replay turns a
+whole answer into the stream a client asked for; adapters bundles each direction for the proxy.
 """
 
 from onwards.convert.chat_request import DEFAULT_MAX_TOKENS, chat_to_messages, wants_usage
