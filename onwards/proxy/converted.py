@@ -3,8 +3,8 @@
 The attempt loop takes the adapter that the plan compiled for this provider and the client's protocol
 (none: the request passes through). Here the client's body becomes the provider's, the provider's answer
 (whole, streamed, an error, or a whole answer to a stream request, replayed as a stream) becomes the
-client's, ``/v1/messages/count_tokens`` is answered locally for
-providers that do not speak Anthropic, and the gateway's own errors take the client's error shape.
+client's, ``/v1/messages/count_tokens`` is answered locally for providers that do not speak Anthropic,
+and the gateway's own errors take the client's error shape.
 """
 
 from __future__ import annotations
