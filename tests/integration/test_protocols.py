@@ -76,6 +76,7 @@ def gateway(
             "keyed": {**openai_provider, "keys": [CLIENT_KEY]},
             "clean": {**openai_provider, "sanitize_response": True},
             "claude-clean": {**anthropic_provider, "sanitize_response": True},
+            "claude-responses": {**anthropic_provider, "open_responses": {"adapter": True}},
             "limited": {**openai_provider, "rate_limit": {"requests_per_second": 0.001, "burst_size": 1}},
         }
     }
@@ -610,3 +611,15 @@ def test_unconvertible_input_falls_over_to_a_provider_of_the_clients_protocol(
     )
     assert message.content[0].text == "hello from an"
     assert oa.requests == [] and an.requests[-1].json()["messages"][0]["content"] == [document]
+
+
+def test_the_responses_adapter_runs_over_an_anthropic_provider(
+    gateway: GatewayProcess, an: ProtocolUpstream
+) -> None:
+    # The adapter's model calls are Chat Completions requests through the gateway, which converts them.
+    response = openai_client(gateway).responses.create(model="claude-responses", input="Hello")
+    assert response.output_text == "hello from an"
+    assert an.requests[-1].path == "/v1/messages"
+    assert an.requests[-1].json()["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hello"}]}
+    ]
