@@ -304,6 +304,17 @@ class _Loader:
                 self.fail(targets_path, "an alias must be a non-empty string")
             targets[alias] = _TargetReader(self, keys, alias, _child(targets_path, alias)).read(spec)
         check_redirects(self, targets, targets_path)
+        if strict_mode:
+            for alias, target in targets.items():
+                for provider in target.providers:
+                    if provider.format == "anthropic":
+                        # The strict router forwards typed Chat Completions routes as they are.
+                        self.fail(
+                            _child(targets_path, alias),
+                            f"provider {provider.index} has format 'anthropic', which strict_mode does not "
+                            "support (its /v1/messages takes a Chat Completions body); use format 'openai' "
+                            "or turn strict_mode off",
+                        )
 
         http_pool = HttpPool()
         pool = top.optional_object("http_pool")

@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_MAX_TOKENS", "chat_to_messages", "wants_usage"]
 DEFAULT_MAX_TOKENS = 4096
 
 # reasoning_effort as an Anthropic thinking budget (the API's minimum budget is 1024).
-_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576}
+_BUDGETS = {"low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 65536}
 _MIN_BUDGET = 1024
 
 _REJECTED = {

@@ -12,8 +12,9 @@ import asyncio
 
 from onwards import errors
 from onwards.config.model import FallbackSpec
+from onwards.convert.adapters import CLIENT_COUNT_TOKENS
 from onwards.errors import GatewayError
-from onwards.proxy import upstream
+from onwards.proxy import converted, upstream
 from onwards.proxy.admission import admit
 from onwards.proxy.backoff import RetryBudget
 from onwards.proxy.balance import attempt_order
@@ -31,6 +32,7 @@ async def run(ex: Exchange) -> int:
         return await _attempts(ex)
     except GatewayError as exc:
         outcome.error = str(exc)
+        exc = converted.client_error(exc, ex.request.protocol)
         try:
             await ex.permits.release_before_end()
             await send_error(ex.send, exc, ex.request.rid_header)
@@ -102,12 +104,26 @@ async def _attempts(ex: Exchange) -> int:
 async def _attempt(ex: Exchange, pplan: ProviderPlan, fallback: FallbackSpec) -> int | GatewayError:
     """One provider: its answer sent (the status), or the error to fall back with."""
     metrics = ex.gw.metrics
-    # A body that cannot be rewritten is the client's error: no other provider would do better.
-    # Strict mode reads the provider's stream itself: it is never asked for usage on the client's behalf.
-    ask_usage = ex.meter.ask_usage and ex.request.strict is None
-    body = upstream.request_body(ex.request, pplan, ask_usage)
+    # Each attempt is converted for its own provider's protocol, so a failover can cross formats.
+    protocol = ex.request.protocol
+    adapter = pplan.adapters.get(protocol) if protocol is not None else None
+    if protocol == CLIENT_COUNT_TOKENS and not pplan.anthropic:
+        return await converted.count_tokens(ex)
+    if adapter is None:
+        # A body that cannot be rewritten is the client's error: no other provider would do better.
+        # Strict mode reads the provider's stream itself: it is never asked for usage on the client's behalf.
+        ask_usage = ex.meter.ask_usage and ex.request.strict is None
+        body = upstream.request_body(ex.request, pplan, ask_usage)
+    else:
+        try:
+            body = converted.request_body(ex.request, pplan, adapter)
+        except GatewayError as exc:
+            # A provider of the client's own protocol may still take the request as it is.
+            if not fallback.enabled:
+                raise
+            return exc
     try:
-        response, ttfb = await upstream.call(ex, pplan, body)
+        response, ttfb = await upstream.call(ex, pplan, body, adapter)
     except GatewayError as exc:
         if not fallback.enabled:
             raise
@@ -123,6 +139,8 @@ async def _attempt(ex: Exchange, pplan: ProviderPlan, fallback: FallbackSpec) ->
                 return await serve_strict(ex, pplan, response)
             except Retry as retry:
                 return retry.error
+        if adapter is not None:
+            return await converted.respond(ex, pplan, response, adapter)
         return await respond(ex, pplan, response)
     finally:
         response.release()

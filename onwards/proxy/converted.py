@@ -22,7 +22,7 @@ from onwards.proxy import sanitize
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
 from onwards.proxy.plan import ProviderPlan
-from onwards.proxy.respond import Headers, body, response_headers, send_whole, start
+from onwards.proxy.respond import Headers, body, passthrough_headers, send_whole, start
 from onwards.proxy.upstream import UpstreamResponse
 
 _JSON_CT = (b"content-type", b"application/json")
@@ -84,7 +84,7 @@ async def count_tokens(ex: Exchange) -> int:
 async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse, adapter: Adapter) -> int:
     """Answer the client in its own protocol from the provider's ``response``."""
     status = response.status
-    kept = [h for h in response_headers(ex, pplan, response) if h[0] not in _BODY_HEADERS]
+    kept = [h for h in passthrough_headers(ex, pplan, response) if h[0] not in _BODY_HEADERS]
     model = ex.request.model
     if not 200 <= status < 300:
         raw = await response.read()

@@ -19,10 +19,11 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from yarl import URL
 
 from onwards import errors
+from onwards.convert.adapters import Adapter
 from onwards.errors import GatewayError
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
-from onwards.proxy.plan import ProviderPlan, upstream_url
+from onwards.proxy.plan import ANTHROPIC_VERSION, ProviderPlan, upstream_url
 from onwards.reasoning import translated_body, translation_for
 from onwards.tokens.estimate import with_usage_requested
 from onwards.trace import TRACE_HEADERS
@@ -109,11 +110,14 @@ def request_body(request: Intake, pplan: ProviderPlan, ask_usage: bool = False) 
     return orjson.dumps({**decoded, "model": onwards_model})
 
 
-def _headers(request: Intake, pplan: ProviderPlan) -> list[tuple[str, str]]:
+def _headers(request: Intake, pplan: ProviderPlan, adapter: Adapter | None) -> list[tuple[str, str]]:
     headers = request.forward_headers
-    if pplan.sanitize or request.strict is not None:
-        # The sanitizer parses the body: a gzip-compressed one would fail as JSON, and compressed
-        # SSE would pass through unsanitized. "identity" rather than no header, which allows any coding.
+    if pplan.anthropic and not request.anthropic_version:
+        headers = [*headers, ANTHROPIC_VERSION]
+    if pplan.sanitize or request.strict is not None or adapter is not None:
+        # The sanitizer and the converters parse the body: a gzip-compressed one would fail as JSON,
+        # and compressed SSE would pass through unsanitized. "identity" rather than no header,
+        # which allows any coding.
         headers = [h for h in headers if h[0] != "accept-encoding"]
         headers.append(("accept-encoding", "identity"))
     if request.has_trace and not pplan.provider.propagate_trace_context:
@@ -128,12 +132,18 @@ def _headers(request: Intake, pplan: ProviderPlan) -> list[tuple[str, str]]:
     return headers
 
 
-async def call(ex: Exchange, pplan: ProviderPlan, body: bytes) -> tuple[UpstreamResponse, float]:
-    """Send the request to `pplan`; the response (headers read) and the seconds to its first byte."""
+async def call(
+    ex: Exchange, pplan: ProviderPlan, body: bytes, adapter: Adapter | None = None
+) -> tuple[UpstreamResponse, float]:
+    """Send the request to `pplan`; the response (headers read) and the seconds to its first byte.
+    A converted request goes to the adapter's path of the provider's protocol, without the client's
+    query string (it belongs to the client's protocol: Claude Code sends `?beta=true`)."""
     scope = ex.scope
-    headers = _headers(ex.request, pplan)
+    headers = _headers(ex.request, pplan, adapter)
     strict_path = ex.request.upstream_path
-    if strict_path is not None:
+    if adapter is not None:
+        url = URL(upstream_url(pplan, adapter.upstream_path, b""), encoded=True)
+    elif strict_path is not None:
         # Strict routes forward to their fixed path, as the Rust gateway does (no query string).
         url = URL(upstream_url(pplan, strict_path, b""), encoded=True)
     else:

@@ -84,6 +84,11 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"thinking": {"type": "enabled", "budget_tokens": 1024}},
     ),
     (
+        "reasoning_effort max",
+        {"reasoning_effort": "max", "max_tokens": 100000},
+        {"thinking": {"type": "enabled", "budget_tokens": 65536}},
+    ),
+    (
         "reasoning_effort high shrinks to fit",
         {"reasoning_effort": "high", "max_tokens": 5000},
         {"thinking": {"type": "enabled", "budget_tokens": 4999}},
@@ -300,7 +305,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("function role", {"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages.0.role"),
     ("tool without id", {"messages": [{"role": "tool", "content": "x"}]}, "messages.0.tool_call_id"),
-    ("unknown reasoning_effort", {"reasoning_effort": "max"}, "reasoning_effort"),
+    ("unknown reasoning_effort", {"reasoning_effort": "extreme"}, "reasoning_effort"),
     ("bad tool_choice", {"tools": TOOLS, "tool_choice": "sometimes"}, "tool_choice"),
     ("max_tokens string", {"max_tokens": "10"}, "max_tokens"),
     ("missing messages", {"messages": None}, "messages"),

@@ -57,3 +57,11 @@ def test_bad_format_is_refused_with_its_path(value: object) -> None:
     with pytest.raises(ConfigError) as caught:
         _targets({"m": {"url": "http://h", "format": value}})
     assert "targets.m.format" in str(caught.value)
+
+
+def test_strict_mode_refuses_anthropic_providers() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {"strict_mode": True, "targets": {"m": {"url": "http://h", "format": "anthropic"}}}, "config.json"
+        )
+    assert "targets.m" in str(caught.value) and "strict_mode" in str(caught.value)
