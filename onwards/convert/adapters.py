@@ -117,6 +117,7 @@ _CLIENT_PATHS = {
     "/v1/messages": CLIENT_ANTHROPIC,
     "/v1/messages/count_tokens": CLIENT_COUNT_TOKENS,
     "/v1/chat/completions": CLIENT_OPENAI,
+    "/chat/completions": CLIENT_OPENAI,  # the proxy serves paths without /v1 too, as the Rust onwards
 }
 
 

@@ -28,6 +28,7 @@ def test_each_format_converts_only_the_other_protocol() -> None:
         ("POST", "/v1/messages", CLIENT_ANTHROPIC),
         ("POST", "/v1/messages/count_tokens", CLIENT_COUNT_TOKENS),
         ("POST", "/v1/chat/completions", CLIENT_OPENAI),
+        ("POST", "/chat/completions", CLIENT_OPENAI),
         ("GET", "/v1/messages", None),
         ("POST", "/v1/embeddings", None),
         ("POST", "/v1/messages/batches", None),
