@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from onwards.config import ConfigError, parse_config
@@ -65,3 +69,12 @@ def test_strict_mode_refuses_anthropic_providers() -> None:
             {"strict_mode": True, "targets": {"m": {"url": "http://h", "format": "anthropic"}}}, "config.json"
         )
     assert "targets.m" in str(caught.value) and "strict_mode" in str(caught.value)
+
+
+def test_the_protocols_doc_anthropic_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
+    [block] = [b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if '"coder"' in b]
+    monkeypatch.setenv("ANTHROPIC_KEY", "sk-ant-test")
+    targets = parse_config(json.loads(block), "protocols.md").targets
+    assert targets["claude"].providers[0].auth_header == ("x-api-key", "sk-ant-test")
+    assert [p.format for p in targets["coder"].providers] == ["openai", "anthropic"]

@@ -118,7 +118,7 @@ def test_tools_on_a_pool_provider_are_refused() -> None:
 
 def test_the_protocols_doc_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     text = (Path(__file__).parents[2] / "docs" / "protocols.md").read_text()
-    [block] = [b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if '"targets"' in b]
+    [block] = [b for b in re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL) if '"llama"' in b]
     monkeypatch.setenv("DOCS_TOOL_TOKEN", "t")
     plan = compile_config(parse_config(json.loads(block), "protocols.md")).targets["llama"]
     assert plan.responses is not None
