@@ -17,6 +17,8 @@ DEFAULT_STREAM_IDLE_TIMEOUT_SECS = 300.0
 
 Scope = Literal["key", "target", "provider"]
 Strategy = Literal["weighted_random", "priority"]
+# The protocol a provider speaks: OpenAI Chat Completions, or Anthropic Messages (docs/protocols.md).
+ProviderFormat = Literal["openai", "anthropic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ class Provider:
     stream_idle_timeout_secs: float = DEFAULT_STREAM_IDLE_TIMEOUT_SECS
     # Egress proxy: a URL, False for a direct connection, None to follow HTTP(S)_PROXY/NO_PROXY.
     proxy: str | Literal[False] | None = None
+    format: ProviderFormat = "openai"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from onwards.config.model import (
     KeyDefinition,
     LimitsSettings,
     Provider,
+    ProviderFormat,
     RateCheck,
     RoutingRule,
     Scope,
@@ -651,6 +652,7 @@ class _TargetReader:
         if idle is not None:
             self.stream_idle_default = loader.positive_number(idle, f.at("stream_idle_timeout_secs"))
         trusted = f.optional_bool("trusted", False)
+        pool_format = self.format(f, "openai")
         rules = read_rules(loader, f)
         responses = open_responses.read_target(loader, f)
         f.ignore("url")  # a pool's providers win over a top-level url, as in the Rust gateway
@@ -660,7 +662,12 @@ class _TargetReader:
         for index, item in enumerate(loader.array(f.required("providers"), providers_path)):
             pf = loader.fields(item, _item(providers_path, index))
             provider = self.provider(
-                pf, index, sanitize_floor=sanitize, own_limits=True, pool_trusted=trusted
+                pf,
+                index,
+                sanitize_floor=sanitize,
+                own_limits=True,
+                pool_trusted=trusted,
+                default_format=pool_format,
             )
             pf.finish()
             providers.append(provider)
@@ -822,11 +829,25 @@ class _TargetReader:
         f.finish()
         return Backoff(initial_ms=initial, max_ms=max_ms, factor=factor, jitter=jitter)  # type: ignore[arg-type]
 
+    def format(self, f: _Fields, default: ProviderFormat) -> ProviderFormat:
+        value = f.optional_string("format", default)
+        if value not in ("openai", "anthropic"):
+            self.loader.fail(f.at("format"), "must be 'openai' or 'anthropic'")
+        return value  # type: ignore[return-value]
+
     def provider(
-        self, f: _Fields, index: int, *, sanitize_floor: bool, own_limits: bool, pool_trusted: bool
+        self,
+        f: _Fields,
+        index: int,
+        *,
+        sanitize_floor: bool,
+        own_limits: bool,
+        pool_trusted: bool,
+        default_format: ProviderFormat = "openai",
     ) -> Provider:
         loader = self.loader
         url, base_path = self.url(f)
+        provider_format = self.format(f, default_format)
         key_value = f.raw("onwards_key")
         key = (
             None
@@ -844,12 +865,16 @@ class _TargetReader:
         )
         weight = f.optional_int("weight", 1, minimum=0)
 
-        header_name = f.optional_string("upstream_auth_header_name", "Authorization")
+        # Anthropic's API takes the bare key in x-api-key; an explicit name or prefix still wins.
+        anthropic = provider_format == "anthropic"
+        header_name = f.optional_string(
+            "upstream_auth_header_name", "x-api-key" if anthropic else "Authorization"
+        )
         if not _HEADER_NAME.fullmatch(header_name):
             loader.fail(f.at("upstream_auth_header_name"), "must be a valid HTTP header name")
         if header_name.lower() in _FRAMING_HEADERS or header_name.lower() == "host":
             loader.fail(f.at("upstream_auth_header_name"), f"'{header_name}' is managed by the gateway")
-        prefix = f.optional_string("upstream_auth_header_prefix", "Bearer ")
+        prefix = f.optional_string("upstream_auth_header_prefix", "" if anthropic else "Bearer ")
         auth_header = None
         if key is not None:
             for field, text in (("upstream_auth_header_prefix", prefix), ("onwards_key", key)):
@@ -904,6 +929,7 @@ class _TargetReader:
             reasoning_translation=translation,
             stream_idle_timeout_secs=stream_idle,
             proxy=proxy,
+            format=provider_format,
         )
 
     def proxy(self, f: _Fields) -> str | Literal[False] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope
@@ -14,10 +15,11 @@ from starlette.types import Receive, Scope
 from onwards import errors
 from onwards.config.model import KeyDefinition
 from onwards.config.rules import first_match
+from onwards.convert.adapters import ANTHROPIC_CLIENTS, client_protocol
 from onwards.edge.slow import BodyWatch
 from onwards.errors import GatewayError
 from onwards.metrics import Metrics
-from onwards.proxy.auth import authenticate, bearer_token
+from onwards.proxy.auth import api_key_token, authenticate, bearer_token
 from onwards.proxy.exchange import ClientGone, Outcome
 from onwards.proxy.headers import forwardable
 from onwards.proxy.plan import ActiveConfig, TargetPlan
@@ -32,9 +34,12 @@ class Intake:
     its request id), then completed by `read`."""
 
     __slots__ = (
+        "anthropic_version",
+        "api_key",
         "authorization",
         "body",
         "content_length",
+        "converted",
         "decoded",
         "forward_headers",
         "has_trace",
@@ -42,6 +47,7 @@ class Intake:
         "model",
         "override",
         "path",
+        "protocol",
         "reasoning",
         "request_id",
         "rid_header",
@@ -58,8 +64,8 @@ class Intake:
     keydef: KeyDefinition | None
 
     def __init__(self, scope: Scope) -> None:
-        override = authorization = request_id_in = forwarded_for = None
-        has_trace = False
+        override = authorization = request_id_in = forwarded_for = api_key = None
+        has_trace = anthropic_version = False
         content_length = -1
         forward_headers: list[tuple[str, str]] = []
         for name, value in scope["headers"]:
@@ -81,6 +87,10 @@ class Intake:
                 request_id_in = value
             elif name == b"traceparent" or name == b"tracestate":
                 has_trace = True
+            elif name == b"x-api-key":
+                api_key = value
+            elif name == b"anthropic-version":
+                anthropic_version = True
             if forwardable(name):
                 forward_headers.append((name.decode("latin-1"), value.decode("latin-1")))
         # As the Rust gateway: the proto is always "https" (it sits behind TLS termination), and
@@ -95,6 +105,8 @@ class Intake:
         self.has_trace = has_trace  # a traceparent/tracestate to withhold from untrusted providers
         self.override: bytes | None = override
         self.authorization: bytes | None = authorization
+        self.api_key: bytes | None = api_key
+        self.anthropic_version = anthropic_version
         self.content_length = content_length
         self.forward_headers = forward_headers
         self.request_id = request_id(request_id_in)
@@ -107,6 +119,11 @@ class Intake:
         )
         self.upstream_path: str | None = None
         self.path: str = scope["path"]
+        # The protocol the client speaks when it is one that can be converted (docs/protocols.md).
+        # Strict mode keeps its own typed routes (its /v1/messages takes a Chat Completions body).
+        self.protocol = client_protocol(scope["method"], self.path) if self.strict is None else None
+        # The body converted for a provider of the other protocol, kept for the next such provider.
+        self.converted: dict[str, Any] | None = None
         # The canonical reasoning effort asked for, when the reasoning contract found one.
         self.reasoning: ReasoningRequest | None = None
 
@@ -153,6 +170,8 @@ class Intake:
         outcome.model = target.alias
         metrics.model_started(target.alias)
         token = bearer_token(self.authorization)
+        if token is None and self.api_key is not None and self.protocol in ANTHROPIC_CLIENTS:
+            token = api_key_token(self.api_key)  # what Anthropic's SDKs and Claude Code send
         try:
             keydef = authenticate(snapshot, target, token)
         except GatewayError:

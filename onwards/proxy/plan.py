@@ -4,16 +4,20 @@ encoded once when a config snapshot becomes active."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target, TokenCheck
+from onwards.convert.adapters import Adapter, adapters_for
 from onwards.edge.egress import EgressEnv
 from onwards.responses.plan import ResponsesPlan, compile_responses
 
 # The session's connect timeout, repeated here: a per-request ClientTimeout replaces the session's.
 CONNECT_TIMEOUT_S = 30
+
+# Sent to Anthropic-format providers when the client sent no anthropic-version of its own.
+ANTHROPIC_VERSION = ("anthropic-version", "2023-06-01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,9 @@ class ProviderPlan:
     proxy: str | None = None
     # sock_read is the stream idle timeout: the longest gap between two chunks of the response.
     client_timeout: aiohttp.ClientTimeout | None = None
+    # Client protocol -> the adapter that converts it for this provider; absent protocols pass through.
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    anthropic: bool = False  # the provider speaks Anthropic Messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +94,8 @@ def _provider_plan(target: Target, provider: Provider, egress: EgressEnv) -> Pro
         client_timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=provider.stream_idle_timeout_secs
         ),
+        adapters=adapters_for(provider.format),
+        anthropic=provider.format == "anthropic",
     )
 
 
