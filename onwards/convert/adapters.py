@@ -47,6 +47,9 @@ ANTHROPIC_CLIENTS = frozenset((CLIENT_ANTHROPIC, CLIENT_COUNT_TOKENS))
 
 
 class StreamTranslator(Protocol):
+    completed: bool  # the provider's stream ended whole (its usage is final)
+    usage: dict[str, Any]  # the usage it reported, in the client's protocol
+
     def feed(self, chunk: bytes) -> bytes: ...
     def close(self) -> bytes: ...
 

@@ -34,6 +34,7 @@ class MessagesToChatStream:
         self._id = chat_id(None)
         self._created = int(time.time())
         self._done = False
+        self.completed = False
         self._stopped = False  # message_delta with a stop reason seen
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
         self._usage_in: dict[str, Any] = {}
@@ -158,6 +159,7 @@ class MessagesToChatStream:
 
     def _end(self) -> bytes:
         self._done = True
+        self.completed = True  # ended as the protocol ends a stream, not cut short
         self.usage = openai_usage(self._usage_in)
         out = b""
         if self._include_usage:

@@ -34,6 +34,7 @@ class ChatToMessagesStream:
         self._force_model = force_model
         self._started = False
         self._done = False
+        self.completed = False
         self._next_index = 0
         self._open: tuple[str, int] | None = None  # (kind, block index); kind "text", "thinking" or "tool:N"
         self._tools: dict[int, int] = {}  # OpenAI tool call index -> block index
@@ -180,6 +181,7 @@ class ChatToMessagesStream:
 
     def _end(self) -> bytes:
         self._done = True
+        self.completed = True  # ended as the protocol ends a stream, not cut short
         out = b"" if self._started else self._start({})
         out += self._close_block()
         stop_reason, stop_sequence = anthropic_stop(self._finish, self._matched)

@@ -22,8 +22,9 @@ from onwards.proxy import sanitize
 from onwards.proxy.exchange import Exchange
 from onwards.proxy.intake import Intake
 from onwards.proxy.plan import ProviderPlan
-from onwards.proxy.respond import Headers, body, passthrough_headers, send_whole, start
+from onwards.proxy.respond import Headers, body, count_usage, passthrough_headers, send_whole, start
 from onwards.proxy.upstream import UpstreamResponse
+from onwards.tokens.usage import usage_from_json, usage_of
 
 _JSON_CT = (b"content-type", b"application/json")
 _SSE_CT = (b"content-type", b"text/event-stream")
@@ -85,6 +86,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse,
     """Answer the client in its own protocol from the provider's ``response``."""
     status = response.status
     kept = [h for h in passthrough_headers(ex, pplan, response) if h[0] not in _BODY_HEADERS]
+    kept.extend(ex.meter.headers())
     model = ex.request.model
     if not 200 <= status < 300:
         raw = await response.read()
@@ -92,7 +94,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse,
             # The upstream's own headers could name the provider; a sanitized error carries none.
             generic = sanitize.sanitized_error_body(status)
             content = to_anthropic_error(status, generic) if adapter.client == CLIENT_ANTHROPIC else generic
-            kept = [ex.request.rid_header]
+            kept = [ex.request.rid_header, *ex.meter.headers()]
         else:
             content = adapter.error(status, raw)
         kept.append(_JSON_CT)
@@ -102,6 +104,7 @@ async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse,
         kept.append(_SSE_CT)
         return await _stream(ex, pplan, response, status, kept, translator)
     raw = await response.read()
+    count_usage(ex, pplan, usage_from_json(raw))
     try:
         content = adapter.reply(raw, model, pplan.sanitize)
     except UpstreamFormatError as exc:
@@ -148,6 +151,8 @@ async def _stream(
     finally:
         # After a break the translator ends the client's stream with an error event of its protocol.
         tail = translator.close()
+        if translator.completed:  # a stream cut short reports no usage: its reservation stays spent
+            count_usage(ex, pplan, usage_of({"usage": translator.usage}))
         events += tail.count(b"\n\n")
         sent += len(tail)
         ex.gw.metrics.streamed(pplan.label, sent, events)

@@ -16,6 +16,7 @@ from onwards.convert.sse import SseReader
 from onwards.errors import GatewayError
 from onwards.proxy import converted
 from onwards.proxy.exchange import Exchange, Outcome
+from onwards.proxy.metering import Meter
 from onwards.proxy.permits import Permits
 from onwards.proxy.watch import DisconnectWatch
 from tests.unit.test_proxy_permits import FakeLimiter
@@ -23,7 +24,8 @@ from tests.unit.test_proxy_respond import LEASE, Client, InProcessResponse
 
 CHUNKS = [
     b'data: {"id":"c1","model":"up","choices":[{"delta":{"role":"assistant","content":"Hi"}}]}\n\n',
-    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n',
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n',
+    b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}\n\ndata: [DONE]\n\n',
 ]
 
 
@@ -45,7 +47,9 @@ def _exchange(decoded: dict[str, Any]) -> tuple[Exchange, Client, list[str]]:
     client = Client(limiter)
     errors: list[str] = []
     metrics = types.SimpleNamespace(
-        streamed=lambda *a: None, upstream_error=lambda label, kind: errors.append(kind)
+        streamed=lambda *a: None,
+        upstream_error=lambda label, kind: errors.append(kind),
+        tokens_used=lambda *a: None,
     )
     gw: Any = types.SimpleNamespace(metrics=metrics)
     permits = Permits(limiter, lambda coro: coro.close(), 10.0)  # type: ignore[arg-type]
@@ -56,10 +60,15 @@ def _exchange(decoded: dict[str, Any]) -> tuple[Exchange, Client, list[str]]:
         raise AssertionError("unreachable")
 
     request: Any = types.SimpleNamespace(
-        rid_header=(b"x-request-id", b"rid-1"), model="alias", decoded=decoded, body=orjson.dumps(decoded)
+        rid_header=(b"x-request-id", b"rid-1"),
+        model="alias",
+        decoded=decoded,
+        body=orjson.dumps(decoded),
+        keydef=None,
     )
     scope: Any = {"method": "POST", "path": "/v1/messages"}
-    ex = Exchange(gw, scope, client.send, request, Outcome(), permits, DisconnectWatch(receive, permits))
+    watch = DisconnectWatch(receive, permits)
+    ex = Exchange(gw, scope, client.send, request, Outcome(), permits, watch, Meter(limited=False))
     return ex, client, errors
 
 
@@ -177,3 +186,29 @@ async def test_a_whole_answer_to_a_stream_request_is_replayed_as_a_stream() -> N
     events = _events(client)
     assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
     assert any(p.get("delta", {}).get("text") == "Hi" for _, p in events)
+
+
+async def test_usage_of_a_whole_stream_is_counted_and_a_broken_one_is_not() -> None:
+    ex, _, _ = _exchange({"stream": True})
+    await converted.respond(
+        ex, _plan(), InProcessResponse(200, "text/event-stream", CHUNKS, False), MESSAGES_OVER_CHAT
+    )
+    ex.watch.stop()
+    assert (ex.outcome.prompt_tokens, ex.outcome.completion_tokens) == (9, 2) and ex.permits.used == 11
+    broken, _, _ = _exchange({"stream": True})
+    response = InProcessResponse(200, "text/event-stream", [], False)
+    response.content = Broken()  # type: ignore[assignment]
+    await converted.respond(broken, _plan(), response, MESSAGES_OVER_CHAT)
+    broken.watch.stop()
+    assert broken.meter.usage is None
+
+
+async def test_usage_of_a_whole_answer_is_counted_from_the_provider_body() -> None:
+    ex, _, _ = _exchange({})
+    reply = (
+        b'{"id":"msg_1","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":4,"output_tokens":3}}'
+    )
+    await converted.respond(
+        ex, _plan(), InProcessResponse(200, "application/json", [reply], True), CHAT_OVER_MESSAGES
+    )
+    assert (ex.outcome.prompt_tokens, ex.outcome.completion_tokens) == (4, 3)
