@@ -85,8 +85,8 @@ async def count_tokens(ex: Exchange) -> int:
 async def respond(ex: Exchange, pplan: ProviderPlan, response: UpstreamResponse, adapter: Adapter) -> int:
     """Answer the client in its own protocol from the provider's ``response``."""
     status = response.status
+    # passthrough_headers already carries the x-ratelimit-* headers of the gateway's own limits.
     kept = [h for h in passthrough_headers(ex, pplan, response) if h[0] not in _BODY_HEADERS]
-    kept.extend(ex.meter.headers())
     model = ex.request.model
     if not 200 <= status < 300:
         raw = await response.read()

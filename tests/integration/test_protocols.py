@@ -77,6 +77,8 @@ def gateway(
             "clean": {**openai_provider, "sanitize_response": True},
             "claude-clean": {**anthropic_provider, "sanitize_response": True},
             "claude-responses": {**anthropic_provider, "open_responses": {"adapter": True}},
+            "gpt-tokens": {**openai_provider, "token_limit": {"tokens_per_minute": 100000}},
+            "claude-tokens": {**anthropic_provider, "token_limit": {"tokens_per_minute": 100000}},
             "limited": {**openai_provider, "rate_limit": {"requests_per_second": 0.001, "burst_size": 1}},
         }
     }
@@ -623,3 +625,23 @@ def test_the_responses_adapter_runs_over_an_anthropic_provider(
     assert an.requests[-1].json()["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Hello"}]}
     ]
+
+
+def test_token_limits_apply_to_converted_requests(
+    gateway: GatewayProcess, oa: ProtocolUpstream, an: ProtocolUpstream
+) -> None:
+    raw = claude_client(gateway).messages.with_raw_response.create(
+        model="gpt-tokens", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    )
+    assert raw.parse().content[0].text == "hello from oa"
+    assert int(raw.headers["x-ratelimit-limit-tokens"]) == 100000
+    with claude_client(gateway).messages.with_streaming_response.create(
+        model="gpt-tokens", max_tokens=10, stream=True, messages=[{"role": "user", "content": "x"}]
+    ) as streamed:
+        assert "x-ratelimit-remaining-tokens" in streamed.headers
+        assert b"message_stop" in streamed.read()
+    chat = openai_client(gateway).chat.completions.with_raw_response.create(
+        model="claude-tokens", messages=[{"role": "user", "content": "x"}]
+    )
+    assert chat.parse().choices[0].message.content == "hello from an"
+    assert int(chat.headers["x-ratelimit-limit-tokens"]) == 100000
