@@ -1,0 +1,221 @@
+"""deploy/local/topology.py: nginx in front of 2 replicas (2 workers each) sharing one Redis.
+
+Everything is asserted through the load balancer: limits hold exactly across replicas, one
+`onwards config push` reaches both, both export metrics, and a rolling restart under steady load
+loses no request at the client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.deploy.conftest import load_topology
+from tests.support.processes import LOOPBACK, free_port, wait_until
+
+topology = load_topology()
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(topology.find_binary("nginx") is None, reason="nginx is not installed"),
+    pytest.mark.skipif(topology.find_binary("redis-server") is None, reason="redis-server is not installed"),
+    pytest.mark.timeout(240),
+]
+
+CONFIG: dict[str, Any] = {
+    "targets": {
+        "demo": {"url": "mock://", "mock": {"delay_ms": 20, "stream_delay_ms": 2}},
+        # Ten tokens, refilled once in ~17 minutes: exactly ten requests pass during the test.
+        "limited": {"url": "mock://", "rate_limit": {"requests_per_second": 0.001, "burst_size": 10}},
+        # Three permits; answers take long enough that all eight requests overlap.
+        "slow": {
+            "url": "mock://",
+            "mock": {"delay_ms": 6000},
+            "concurrency_limit": {"max_concurrent_requests": 3},
+        },
+    }
+}
+
+
+def drain_flags() -> list[str]:
+    """The graceful-drain flags, when this gateway has them (issue 12)."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", "onwards", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    return ["--drain-secs", "1"] if "--drain-secs" in help_text else []
+
+
+@pytest.fixture(scope="module")
+def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    state = tmp_path_factory.mktemp("local-topology")
+    config = state / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    t = topology.Topology(
+        config=config,
+        port=free_port(),
+        replicas=2,
+        workers=2,
+        redis_port=free_port(),
+        # Replica i listens on first_port + i: both neighbours must be free.
+        first_port=_two_free(),
+        first_metrics_port=_two_free(),
+        state_dir=state / "run",
+        gateway_args=drain_flags(),
+    )
+    with t:
+        yield t
+    for log in sorted((state / "run").glob("*.log")):
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+
+
+def _two_free() -> int:
+    while True:
+        port = free_port()
+        if port < 65535 and _is_free(port + 1):
+            return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def chat(port: int, model: str, *, stream: bool = False, timeout: float = 30) -> tuple[int, bytes]:
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "stream": stream}
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def get_json(port: int, path: str) -> dict[str, Any]:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+def served(metrics_port: int, target: str) -> float:
+    """Requests a replica answered for `target`, summed over statuses, from its /metrics."""
+    conn = http.client.HTTPConnection(LOOPBACK, metrics_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "onwards_requests":
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("target") == target
+            )
+    return total
+
+
+def test_rate_limit_is_exact_across_replicas(topo):
+    statuses = Counter(chat(topo.port, "limited")[0] for _ in range(30))
+    assert statuses == {200: 10, 429: 20}
+    # Round robin sent half of them to each replica: the limit held across both, not per replica.
+    assert [served(n.metrics_port, "limited") for n in topo.nodes] == [15, 15]
+
+
+def test_concurrency_limit_is_exact_across_replicas(topo):
+    with ThreadPoolExecutor(8) as pool:
+        statuses = Counter(status for status, _ in pool.map(lambda _: chat(topo.port, "slow"), range(8)))
+    assert statuses == {200: 3, 429: 5}
+    assert all(served(n.metrics_port, "slow") > 0 for n in topo.nodes)
+
+
+def test_config_push_reaches_both_replicas(topo, tmp_path: Path):
+    config = json.loads(json.dumps(CONFIG))
+    config["targets"]["added"] = {"url": "mock://", "mock": {"reply": "pushed once"}}
+    path = tmp_path / "next.json"
+    path.write_text(json.dumps(config))
+    output = topo.push_config(path)
+    version = re.search(r"as version (\S+)", output)
+    assert version, output
+    for node in topo.nodes:
+        wait_until(
+            lambda node=node: get_json(node.port, "/health")["config_version"] == version.group(1),
+            timeout=20,
+            message=f"replica {node.index} did not load {version.group(1)}",
+        )
+    answers = [chat(topo.port, "added") for _ in range(6)]
+    assert [status for status, _ in answers] == [200] * 6
+    assert {json.loads(body)["choices"][0]["message"]["content"] for _, body in answers} == {"pushed once"}
+    assert all(served(n.metrics_port, "added") == 3 for n in topo.nodes)
+
+
+def test_both_replicas_export_metrics(topo):
+    before = [served(n.metrics_port, "demo") for n in topo.nodes]
+    for _ in range(10):
+        assert chat(topo.port, "demo")[0] == 200
+    after = [served(n.metrics_port, "demo") for n in topo.nodes]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5]
+
+
+def test_rolling_restart_under_load_loses_no_request(topo):
+    failures: list[str] = []
+    successes = Counter[str]()
+    stop = threading.Event()
+
+    def client(stream: bool) -> None:
+        while not stop.is_set():
+            try:
+                status, body = chat(topo.port, "demo", stream=stream)
+            except OSError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            complete = body.endswith(b"data: [DONE]\n\n") if stream else body.startswith(b'{"id"')
+            if status != 200 or not complete:
+                failures.append(f"{status}: {body[-200:]!r}")
+            else:
+                successes["stream" if stream else "whole"] += 1
+
+    threads = [threading.Thread(target=client, args=(i % 2 == 1,), daemon=True) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: sum(successes.values()) >= 20, timeout=30, message="the load never got going")
+        for node in topo.nodes:
+            exit_status = topo.stop_replica(node.index)
+            assert exit_status == 0, node.proc.tail()
+            seen = sum(successes.values())
+            # The other replica carries the load alone meanwhile.
+            wait_until(lambda seen=seen: sum(successes.values()) >= seen + 10, timeout=30)
+            topo.start_replica(node.index)
+            wait_until(
+                lambda node=node: served(node.metrics_port, "demo") >= 5,
+                timeout=30,
+                message=f"replica {node.index} got no traffic after its restart",
+            )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert failures == []
+    assert successes["stream"] > 0 and successes["whole"] > 0
