@@ -264,8 +264,8 @@ class MockHeaders:
     def __init__(self, raw: tuple[tuple[bytes, bytes], ...]) -> None:
         self._values = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        return self._values.get(name.lower(), default)
+    def get(self, key: str, default: str = "", /) -> str:
+        return self._values.get(key.lower(), default)
 
 
 class MockResponse:
