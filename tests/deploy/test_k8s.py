@@ -91,7 +91,10 @@ def test_grace_period_covers_prestop_and_the_shutdown_wait():
     pre_stop = int(command[1])
     assert pod_spec()["terminationGracePeriodSeconds"] > pre_stop + GRANIAN_KILL_TIMEOUT_S
     cli = (REPO_ROOT / "onwards" / "cli.py").read_text()
-    assert f"workers_kill_timeout={GRANIAN_KILL_TIMEOUT_S}" in cli
+    assert f"workers_kill_timeout={GRANIAN_KILL_TIMEOUT_S}" in cli, (
+        "the gateway's shutdown wait changed: update terminationGracePeriodSeconds in "
+        "deploy/k8s/deployment.yaml (and stop_grace_period in deploy/compose) with it"
+    )
 
 
 def test_non_root_read_only_root_and_a_memory_backed_tmp():
