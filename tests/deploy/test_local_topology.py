@@ -7,9 +7,12 @@ loses no request at the client.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +27,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.conftest import load_topology
-from tests.support.processes import LOOPBACK, free_port, wait_until
+from tests.support.processes import LOOPBACK, REPO_ROOT, child_pids, free_port, wait_until
 
 topology = load_topology()
 
@@ -97,11 +100,16 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def chat(port: int, model: str, *, stream: bool = False, timeout: float = 30) -> tuple[int, bytes]:
+def chat(
+    port: int, model: str, *, stream: bool = False, timeout: float = 30, key: str | None = None
+) -> tuple[int, bytes]:
     body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "stream": stream}
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
-        conn.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        conn.request("POST", "/v1/chat/completions", json.dumps(body), headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -219,3 +227,52 @@ def test_rolling_restart_under_load_loses_no_request(topo):
             thread.join(60)
     assert failures == []
     assert successes["stream"] > 0 and successes["whole"] > 0
+
+
+def test_the_script_starts_everything_and_stops_everything_on_sigterm(tmp_path: Path):
+    """What a user runs: `python deploy/local/topology.py`, then Ctrl-C or SIGTERM."""
+    lb, redis_port, first, first_metrics = free_port(), free_port(), _two_free(), _two_free()
+    argv = [sys.executable, str(topology.__file__), "--port", str(lb), "--redis-port", str(redis_port)]
+    argv += ["--first-port", str(first), "--first-metrics-port", str(first_metrics), "--workers", "1"]
+    argv += ["--state-dir", str(tmp_path / "state"), "-f", str(REPO_ROOT / "examples" / "config.json")]
+    out = tmp_path / "out.log"
+    with open(out, "wb") as log:
+        script = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    children: list[int] = []
+    try:
+        wait_until(
+            lambda: "Ctrl-C stops everything." in out.read_text() or script.poll() is not None,
+            timeout=90,
+            message="the topology did not come up",
+        )
+        assert script.poll() is None, out.read_text()
+        children = child_pids(script.pid)
+        assert len(children) == 4, children  # redis, two replicas, nginx
+        status, body = chat(lb, "demo", key="sk-onwards-demo")
+        assert status == 200, body
+        script.send_signal(signal.SIGTERM)
+        assert script.wait(60) == 0, out.read_text()
+        wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10)
+        assert not any(_listening(port) for port in (lb, redis_port, first, first + 1, first_metrics))
+    finally:
+        if script.poll() is None:
+            script.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection((LOOPBACK, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
