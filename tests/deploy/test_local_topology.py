@@ -44,6 +44,8 @@ CONFIG: dict[str, Any] = {
         # Ten tokens, refilled once in ~17 minutes: exactly ten requests pass during the test.
         "limited": {"url": "mock://", "rate_limit": {"requests_per_second": 0.001, "burst_size": 10}},
         # Three permits; answers take long enough that all eight requests overlap.
+        # Long enough to be in flight when its replica gets SIGTERM.
+        "linger": {"url": "mock://", "mock": {"delay_ms": 3000}},
         "slow": {
             "url": "mock://",
             "mock": {"delay_ms": 6000},
@@ -144,6 +146,20 @@ def served(metrics_port: int, target: str) -> float:
     return total
 
 
+def in_flight(metrics_port: int) -> float:
+    """Requests a replica is serving right now (summed over its workers)."""
+    conn = http.client.HTTPConnection(LOOPBACK, metrics_port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for family in text_string_to_metric_families(text):
+        if family.name == "onwards_requests_in_flight":
+            return sum(s.value for s in family.samples)
+    return 0.0
+
+
 def test_rate_limit_is_exact_across_replicas(topo):
     statuses = Counter(chat(topo.port, "limited")[0] for _ in range(30))
     assert statuses == {200: 10, 429: 20}
@@ -204,23 +220,38 @@ def test_rolling_restart_under_load_loses_no_request(topo):
             else:
                 successes["stream" if stream else "whole"] += 1
 
+    def carried(extra: int) -> None:
+        seen = sum(successes.values())
+        wait_until(lambda: sum(successes.values()) >= seen + extra, timeout=30, message="the load stalled")
+
     threads = [threading.Thread(target=client, args=(i % 2 == 1,), daemon=True) for i in range(4)]
     for thread in threads:
         thread.start()
+    first, second = topo.nodes
     try:
-        wait_until(lambda: sum(successes.values()) >= 20, timeout=30, message="the load never got going")
-        for node in topo.nodes:
-            exit_status = topo.stop_replica(node.index)
-            assert exit_status == 0, node.proc.tail()
-            seen = sum(successes.values())
-            # The other replica carries the load alone meanwhile.
-            wait_until(lambda seen=seen: sum(successes.values()) >= seen + 10, timeout=30)
-            topo.start_replica(node.index)
-            wait_until(
-                lambda node=node: served(node.metrics_port, "demo") >= 5,
-                timeout=30,
-                message=f"replica {node.index} got no traffic after its restart",
-            )
+        carried(20)
+        # Step by step for the first replica, with one long request on it when SIGTERM arrives.
+        topo.set_rotation(out={first.index})
+        lingering: list[tuple[int, bytes]] = []
+        linger = threading.Thread(target=lambda: lingering.append(chat(first.port, "linger")))
+        linger.start()
+        # Out of rotation, the replica's only request is the lingering one.
+        wait_until(lambda: in_flight(first.metrics_port) >= 1, timeout=30)
+        assert topo.stop_replica(first.index) == 0, first.proc.tail()
+        linger.join(30)
+        assert lingering and lingering[0][0] == 200, lingering
+        carried(10)  # the other replica carries the load alone
+        topo.start_replica(first.index)
+        topo.set_rotation(out=set())
+        wait_until(
+            lambda: served(first.metrics_port, "demo") >= 5, timeout=30, message="no traffic after restart"
+        )
+        # The second replica in one call, as a user would roll it.
+        assert topo.restart_replica(second.index) == 0, second.proc.tail()
+        wait_until(
+            lambda: served(second.metrics_port, "demo") >= 5, timeout=30, message="no traffic after restart"
+        )
+        carried(10)
     finally:
         stop.set()
         for thread in threads:
