@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
+from collections.abc import Mapping
 from types import ModuleType
 
+from onwards.settings import Settings
 from tests.support.processes import REPO_ROOT
 
 TOPOLOGY_SCRIPT = REPO_ROOT / "deploy" / "local" / "topology.py"
@@ -22,3 +25,22 @@ def load_topology() -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
+
+
+# Granian's wait for in-flight requests at shutdown (workers_kill_timeout in onwards/cli.py).
+GRANIAN_KILL_TIMEOUT_S = 30
+
+
+def shutdown_wait_s(env: Mapping[str, str]) -> float:
+    """The longest a replica run with `env` takes to exit after SIGTERM."""
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    if "shutdown_timeout_secs" not in defaults:
+        # Before the graceful drain (issue 12): Granian's own wait for in-flight requests.
+        cli = (REPO_ROOT / "onwards" / "cli.py").read_text()
+        assert f"workers_kill_timeout={GRANIAN_KILL_TIMEOUT_S}" in cli, "the shutdown wait changed"
+        return GRANIAN_KILL_TIMEOUT_S
+    from onwards.edge.drain import CUT_CLEANUP_S
+
+    drain = float(env.get("ONWARDS_DRAIN_SECS", defaults["drain_secs"]))
+    timeout = float(env.get("ONWARDS_SHUTDOWN_TIMEOUT_SECS", defaults["shutdown_timeout_secs"]))
+    return drain + timeout + CUT_CLEANUP_S

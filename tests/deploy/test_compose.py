@@ -20,6 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.deploy.conftest import shutdown_wait_s
 from tests.support.processes import REPO_ROOT
 
 COMPOSE_DIR = REPO_ROOT / "deploy" / "compose"
@@ -147,3 +148,10 @@ def test_sentinel_profile_watches_the_primary():
     replica = services["redis-replica"]["command"]
     at = replica.index("--replicaof")
     assert replica[at + 1 : at + 3] == ["redis", "6379"]
+
+
+def test_stop_grace_period_covers_the_shutdown_wait():
+    for name, svc in replicas(compose()).items():
+        grace = svc["stop_grace_period"]
+        assert grace.endswith("s"), grace
+        assert float(grace[:-1]) > shutdown_wait_s(svc["environment"]), name
