@@ -202,34 +202,53 @@ def test_both_replicas_export_metrics(topo):
     assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5]
 
 
-def test_rolling_restart_under_load_loses_no_request(topo):
-    failures: list[str] = []
-    successes = Counter[str]()
-    stop = threading.Event()
+class SteadyLoad:
+    """Four clients (two whole, two streamed) calling `demo` through nginx until stopped."""
 
-    def client(stream: bool) -> None:
-        while not stop.is_set():
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.failures: list[str] = []
+        self.successes = Counter[str]()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, args=(i % 2 == 1,), daemon=True) for i in range(4)
+        ]
+
+    def _client(self, stream: bool) -> None:
+        while not self._stop.is_set():
             try:
-                status, body = chat(topo.port, "demo", stream=stream)
+                status, body = chat(self.port, "demo", stream=stream)
             except OSError as exc:
-                failures.append(f"{type(exc).__name__}: {exc}")
+                self.failures.append(f"{type(exc).__name__}: {exc}")
                 continue
             complete = body.endswith(b"data: [DONE]\n\n") if stream else body.startswith(b'{"id"')
             if status != 200 or not complete:
-                failures.append(f"{status}: {body[-200:]!r}")
+                self.failures.append(f"{status}: {body[-200:]!r}")
             else:
-                successes["stream" if stream else "whole"] += 1
+                self.successes["stream" if stream else "whole"] += 1
 
-    def carried(extra: int) -> None:
-        seen = sum(successes.values())
-        wait_until(lambda: sum(successes.values()) >= seen + extra, timeout=30, message="the load stalled")
+    def carried(self, extra: int) -> None:
+        """Wait until `extra` more requests have succeeded."""
+        seen = sum(self.successes.values())
+        wait_until(
+            lambda: sum(self.successes.values()) >= seen + extra, timeout=30, message="the load stalled"
+        )
 
-    threads = [threading.Thread(target=client, args=(i % 2 == 1,), daemon=True) for i in range(4)]
-    for thread in threads:
-        thread.start()
+    def __enter__(self) -> SteadyLoad:
+        for thread in self._threads:
+            thread.start()
+        self.carried(20)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def test_rolling_restart_under_load_loses_no_request(topo):
     first, second = topo.nodes
-    try:
-        carried(20)
+    with SteadyLoad(topo.port) as load:
         # Step by step for the first replica, with one long request on it when SIGTERM arrives.
         topo.set_rotation(out={first.index})
         lingering: list[tuple[int, bytes]] = []
@@ -240,7 +259,7 @@ def test_rolling_restart_under_load_loses_no_request(topo):
         assert topo.stop_replica(first.index) == 0, first.proc.tail()
         linger.join(30)
         assert lingering and lingering[0][0] == 200, lingering
-        carried(10)  # the other replica carries the load alone
+        load.carried(10)  # the other replica carries the load alone
         topo.start_replica(first.index)
         topo.set_rotation(out=set())
         wait_until(
@@ -251,13 +270,23 @@ def test_rolling_restart_under_load_loses_no_request(topo):
         wait_until(
             lambda: served(second.metrics_port, "demo") >= 5, timeout=30, message="no traffic after restart"
         )
-        carried(10)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(60)
-    assert failures == []
-    assert successes["stream"] > 0 and successes["whole"] > 0
+        load.carried(10)
+    assert load.failures == []
+    assert load.successes["stream"] > 0 and load.successes["whole"] > 0
+
+
+@pytest.mark.skipif(not drain_flags(), reason="this gateway has no graceful drain (--drain-secs, issue 12)")
+def test_sigterm_with_the_drain_settings_behind_nginx_loses_no_request(topo):
+    """With the drain, a replica left in nginx's rotation may simply get SIGTERM: it serves through
+    --drain-secs, then refuses new connections, which nginx retries on the other replica."""
+    with SteadyLoad(topo.port) as load:
+        for node in topo.nodes:
+            assert topo.stop_replica(node.index) == 0, node.proc.tail()
+            load.carried(10)
+            topo.start_replica(node.index)
+            wait_until(lambda node=node: served(node.metrics_port, "demo") >= 5, timeout=30)
+        load.carried(10)
+    assert load.failures == []
 
 
 def test_the_script_starts_everything_and_stops_everything_on_sigterm(tmp_path: Path):
