@@ -127,8 +127,8 @@ def get_json(port: int, path: str) -> dict[str, Any]:
         conn.close()
 
 
-def served(metrics_port: int, target: str) -> float:
-    """Requests a replica answered for `target`, summed over statuses, from its /metrics."""
+def metric(metrics_port: int, family: str, **labels: str) -> float:
+    """The sum of a replica's samples of `family` (counters without their _total) matching `labels`."""
     conn = http.client.HTTPConnection(LOOPBACK, metrics_port, timeout=10)
     try:
         conn.request("GET", "/metrics")
@@ -136,41 +136,49 @@ def served(metrics_port: int, target: str) -> float:
     finally:
         conn.close()
     total = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name == "onwards_requests":
+    for found in text_string_to_metric_families(text):
+        if found.name == family:
             total += sum(
                 s.value
-                for s in family.samples
-                if s.name.endswith("_total") and s.labels.get("target") == target
+                for s in found.samples
+                if s.name in (family, family + "_total")
+                and all(s.labels.get(k) == v for k, v in labels.items())
             )
     return total
 
 
+def served(metrics_port: int, target: str) -> float:
+    """Requests a replica answered for `target`, summed over statuses."""
+    return metric(metrics_port, "onwards_requests", target=target)
+
+
 def in_flight(metrics_port: int) -> float:
     """Requests a replica is serving right now (summed over its workers)."""
-    conn = http.client.HTTPConnection(LOOPBACK, metrics_port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    for family in text_string_to_metric_families(text):
-        if family.name == "onwards_requests_in_flight":
-            return sum(s.value for s in family.samples)
-    return 0.0
+    return metric(metrics_port, "onwards_requests_in_flight")
+
+
+def counted(topo: Any, target: str, expected: list[float]) -> None:
+    """Wait until each replica has counted `expected[i]` requests for `target`: a request is counted
+    after its last byte is sent, so the client can see the answer a moment before the count."""
+    wait_until(
+        lambda: [served(n.metrics_port, target) for n in topo.nodes] == expected,
+        timeout=15,
+        message=f"{target}: counts never became {expected}",
+    )
 
 
 def test_rate_limit_is_exact_across_replicas(topo):
     statuses = Counter(chat(topo.port, "limited")[0] for _ in range(30))
     assert statuses == {200: 10, 429: 20}
     # Round robin sent half of them to each replica: the limit held across both, not per replica.
-    assert [served(n.metrics_port, "limited") for n in topo.nodes] == [15, 15]
+    counted(topo, "limited", [15, 15])
 
 
 def test_concurrency_limit_is_exact_across_replicas(topo):
     with ThreadPoolExecutor(8) as pool:
         statuses = Counter(status for status, _ in pool.map(lambda _: chat(topo.port, "slow"), range(8)))
     assert statuses == {200: 3, 429: 5}
+    wait_until(lambda: sum(served(n.metrics_port, "slow") for n in topo.nodes) == 8, timeout=15)
     assert all(served(n.metrics_port, "slow") > 0 for n in topo.nodes)
 
 
@@ -179,27 +187,31 @@ def test_config_push_reaches_both_replicas(topo, tmp_path: Path):
     config["targets"]["added"] = {"url": "mock://", "mock": {"reply": "pushed once"}}
     path = tmp_path / "next.json"
     path.write_text(json.dumps(config))
+    reloads = [metric(n.metrics_port, "onwards_config_reloads", result="ok") for n in topo.nodes]
     output = topo.push_config(path)
     version = re.search(r"as version (\S+)", output)
     assert version, output
-    for node in topo.nodes:
+    for node, before in zip(topo.nodes, reloads, strict=True):
+        # Every worker of every replica reloads once.
         wait_until(
-            lambda node=node: get_json(node.port, "/health")["config_version"] == version.group(1),
+            lambda node=node, before=before: (
+                metric(node.metrics_port, "onwards_config_reloads", result="ok") == before + topo.workers
+            ),
             timeout=20,
-            message=f"replica {node.index} did not load {version.group(1)}",
+            message=f"replica {node.index} did not reload in every worker",
         )
+        assert get_json(node.port, "/health")["config_version"] == version.group(1)
     answers = [chat(topo.port, "added") for _ in range(6)]
     assert [status for status, _ in answers] == [200] * 6
     assert {json.loads(body)["choices"][0]["message"]["content"] for _, body in answers} == {"pushed once"}
-    assert all(served(n.metrics_port, "added") == 3 for n in topo.nodes)
+    counted(topo, "added", [3, 3])
 
 
 def test_both_replicas_export_metrics(topo):
     before = [served(n.metrics_port, "demo") for n in topo.nodes]
     for _ in range(10):
         assert chat(topo.port, "demo")[0] == 200
-    after = [served(n.metrics_port, "demo") for n in topo.nodes]
-    assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5]
+    counted(topo, "demo", [b + 5 for b in before])
 
 
 class SteadyLoad:

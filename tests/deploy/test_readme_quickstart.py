@@ -8,6 +8,7 @@ served by the built-in mock provider, so every one of them must answer.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from openai import AuthenticationError, OpenAI
 
-from tests.support.processes import LOOPBACK, REPO_ROOT, ManagedProcess, free_port, http_status
+from tests.support.processes import LOOPBACK, REPO_ROOT, ManagedProcess, free_port, http_status, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +103,22 @@ def test_the_readme_curl_lines_answer(gateway):
     assert "".join(d["choices"][0]["delta"].get("content", "") for d in deltas).endswith("You said: Hello!")
     assert "demo" in [m["id"] for m in json.loads(models)["data"]]
     assert json.loads(health)["status"] == "healthy"
-    assert 'target="demo"' in metrics
+    assert "# TYPE onwards_requests_total counter" in metrics
+    # A request is counted after its last byte, so the count can trail the answer by a moment.
+    wait_until(
+        lambda: 'target="demo"' in get_text(gateway.metrics_port, "/metrics"),
+        timeout=15,
+        message="the demo requests were never counted",
+    )
+
+
+def get_text(port: int, path: str) -> str:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 def test_the_readme_sdk_snippet_answers(gateway):
