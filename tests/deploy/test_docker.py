@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,17 @@ def test_every_copied_file_exists_and_is_in_the_build_context():
     # And the context stays small: what the image does not need is left out.
     for unneeded in (".git", ".venv", "tests/unit", "onwards/__pycache__/x.pyc", "docs"):
         assert ignored(unneeded, patterns), unneeded
+
+
+def test_every_source_package_is_installed():
+    """`pip install .` (the image, README command 1) ships only the packages pyproject lists."""
+    listed = set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    present = {
+        ".".join(path.parent.relative_to(REPO_ROOT).parts)
+        for path in (REPO_ROOT / "onwards").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert present - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
 
 
 def test_hadolint_finds_nothing():

@@ -68,15 +68,17 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     state = tmp_path_factory.mktemp("local-topology")
     config = state / "config.json"
     config.write_text(json.dumps(CONFIG))
+    lb, redis_port = free_port(), free_port()
+    first_ports = _port_pairs(2, avoid=(lb, redis_port))
     t = topology.Topology(
         config=config,
-        port=free_port(),
+        port=lb,
         replicas=2,
         workers=2,
-        redis_port=free_port(),
+        redis_port=redis_port,
         # Replica i listens on first_port + i: both neighbours must be free.
-        first_port=_two_free(),
-        first_metrics_port=_two_free(),
+        first_port=first_ports[0],
+        first_metrics_port=first_ports[1],
         state_dir=state / "run",
         gateway_args=drain_flags(),
     )
@@ -86,11 +88,17 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
 
 
-def _two_free() -> int:
-    while True:
+def _port_pairs(count: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """`count` ports p, each with p + 1 free too, all 2 * count ports distinct and not in `avoid`."""
+    taken: set[int] = set(avoid)
+    firsts: list[int] = []
+    while len(firsts) < count:
         port = free_port()
-        if port < 65535 and _is_free(port + 1):
-            return port
+        pair = {port, port + 1}
+        if port < 65535 and not pair & taken and _is_free(port + 1):
+            taken |= pair
+            firsts.append(port)
+    return firsts
 
 
 def _is_free(port: int) -> bool:
@@ -303,7 +311,8 @@ def test_sigterm_with_the_drain_settings_behind_nginx_loses_no_request(topo):
 
 def test_the_script_starts_everything_and_stops_everything_on_sigterm(tmp_path: Path):
     """What a user runs: `python deploy/local/topology.py`, then Ctrl-C or SIGTERM."""
-    lb, redis_port, first, first_metrics = free_port(), free_port(), _two_free(), _two_free()
+    lb, redis_port = free_port(), free_port()
+    first, first_metrics = _port_pairs(2, avoid=(lb, redis_port))
     argv = [sys.executable, str(topology.__file__), "--port", str(lb), "--redis-port", str(redis_port)]
     argv += ["--first-port", str(first), "--first-metrics-port", str(first_metrics), "--workers", "1"]
     argv += ["--state-dir", str(tmp_path / "state"), "-f", str(REPO_ROOT / "examples" / "config.json")]
