@@ -4,9 +4,10 @@
 
 Rule: one config, pushed to Redis once with `onwards config push`, followed by every replica
 (`--config-from-redis`); nginx spreads requests over the replicas and retries a refused connection
-on the next one; a replica is restarted by taking it out of nginx first (`restart_replica`), so a
-rolling restart costs no request. Every process runs in its own process group and is stopped with
-it; logs and generated files live in one state directory.
+on the next one, so a replica that gets SIGTERM (and drains: serves on, then refuses) costs no
+request; `restart_replica` also takes it out of nginx first, for gateways run without the drain.
+Every process runs in its own process group and is stopped with it; logs and generated files live
+in one state directory.
 
     python deploy/local/topology.py                        # examples/config.json, LB on :8080
     python deploy/local/topology.py -f my.json --replicas 3 --workers 2 --port 8080
@@ -336,9 +337,10 @@ class Topology:
         """One step of a rolling restart: out of the load balancer, SIGTERM, start, back in.
 
         Taking the replica out first is what a Kubernetes Service does before SIGTERM (with the
-        preStop wait): nginx has no health checks of its own, and a replica that is shutting
-        down still holds its listening socket, so a connection nginx opens in that moment sits
-        in the backlog unanswered and is reset; nginx does not replay a POST it already sent.
+        preStop wait). With the gateway's drain (--drain-secs > 0) a plain stop and start loses
+        nothing either; without it, a replica that is shutting down still holds its listening
+        socket, so a connection nginx opens in that moment sits in the backlog unanswered and is
+        reset, and nginx does not replay a POST it already sent.
         """
         self.set_rotation(out=self._out | {index})
         status = self.stop_replica(index)
