@@ -130,6 +130,16 @@ class ReasoningTranslation:
 
 
 @dataclass(frozen=True, slots=True)
+class MockSpec:
+    """How a `mock://` provider answers (onwards/mock_provider.py); an Onwards extension."""
+
+    delay_ms: float = 0.0  # before the response headers, like an upstream's time to first byte
+    stream_delay_ms: float = 0.0  # between two streamed events
+    reply: str | None = None  # fixed answer text; None echoes the last user message
+    embedding_dimensions: int = 16  # when the request does not ask for `dimensions`
+
+
+@dataclass(frozen=True, slots=True)
 class Provider:
     alias: str
     index: int
@@ -155,6 +165,7 @@ class Provider:
     # Egress proxy: a URL, False for a direct connection, None to follow HTTP(S)_PROXY/NO_PROXY.
     proxy: str | Literal[False] | None = None
     format: ProviderFormat = "openai"
+    mock: MockSpec | None = None  # set for a `mock://` url: answered in process, never over a socket
 
 
 @dataclass(frozen=True, slots=True)

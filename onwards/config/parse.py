@@ -46,6 +46,7 @@ from onwards.config.model import (
     HttpPool,
     KeyDefinition,
     LimitsSettings,
+    MockSpec,
     Provider,
     ProviderFormat,
     RateCheck,
@@ -864,6 +865,7 @@ class _TargetReader:
             None if model_value is None else loader.string(model_value, f.at("onwards_model"), non_empty=True)
         )
         weight = f.optional_int("weight", 1, minimum=0)
+        mock = self.mock(f, url)
 
         # Anthropic's API takes the bare key in x-api-key; an explicit name or prefix still wins.
         anthropic = provider_format == "anthropic"
@@ -930,6 +932,7 @@ class _TargetReader:
             stream_idle_timeout_secs=stream_idle,
             proxy=proxy,
             format=provider_format,
+            mock=mock,
         )
 
     def proxy(self, f: _Fields) -> str | Literal[False] | None:
@@ -955,6 +958,13 @@ class _TargetReader:
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
         except ValueError:
             self.loader.fail(path, f"{bad} with a valid host and port")
+        if parts.scheme.lower() == "mock":
+            # The built-in mock provider (an Onwards extension): `mock://` or `mock://<name>`.
+            if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+                self.loader.fail(
+                    path, "a mock provider url is mock:// or mock://<name>, with nothing after it"
+                )
+            return f"mock://{parts.netloc}/", ""
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             self.loader.fail(path, bad)
         if parts.query or parts.fragment or text.endswith(("?", "#")):
@@ -963,6 +973,33 @@ class _TargetReader:
         base_path = parts.path.rstrip("/")
         url = urlunsplit((parts.scheme.lower(), parts.netloc, base_path + "/", "", ""))
         return url, base_path
+
+    def mock(self, f: _Fields, url: str) -> MockSpec | None:
+        """A `mock://` provider's settings; the `mock` object means nothing for other urls."""
+        spec = f.optional_object("mock")
+        if not url.startswith("mock:"):
+            if spec is not None:
+                self.loader.fail(f.at("mock"), "applies only to a provider whose url is mock://")
+            return None
+        if spec is None:
+            return MockSpec()
+        delays = {}
+        for name in ("delay_ms", "stream_delay_ms"):
+            value = spec.raw(name)
+            if value is not None and (not _is_number(value) or value < 0):  # type: ignore[operator]
+                self.loader.fail(spec.at(name), "must be a number >= 0 (milliseconds)")
+            delays[name] = 0.0 if value is None else float(value)  # type: ignore[arg-type]
+        reply = spec.raw("reply")
+        result = MockSpec(
+            delay_ms=delays["delay_ms"],
+            stream_delay_ms=delays["stream_delay_ms"],
+            reply=None if reply is None else self.loader.string(reply, spec.at("reply"), non_empty=True),
+            embedding_dimensions=spec.optional_int("embedding_dimensions", 16, minimum=1),
+        )
+        if result.embedding_dimensions > 4096:
+            self.loader.fail(spec.at("embedding_dimensions"), "must be an integer from 1 to 4096")
+        spec.finish()
+        return result
 
     def provider_limiter_id(self, url: str, model: str | None, key: str | None) -> str:
         """`provider:<alias>:<hash>`: the same provider keeps its limiter across reorders and

@@ -11,6 +11,7 @@ import aiohttp
 from onwards.config.model import Check, ConcurrencyCheck, Provider, Snapshot, Target, TokenCheck
 from onwards.convert.adapters import Adapter, adapters_for
 from onwards.edge.egress import EgressEnv
+from onwards.mock_provider import MockProvider
 from onwards.responses.plan import ResponsesPlan, compile_responses
 
 # The session's connect timeout, repeated here: a per-request ClientTimeout replaces the session's.
@@ -43,6 +44,8 @@ class ProviderPlan:
     # Client protocol -> the adapter that converts it for this provider; absent protocols pass through.
     adapters: dict[str, Adapter] = field(default_factory=dict)
     anthropic: bool = False  # the provider speaks Anthropic Messages
+    # A `mock://` provider, answered in this process instead of over a connection.
+    mock: MockProvider | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ def _provider_plan(target: Target, provider: Provider, egress: EgressEnv) -> Pro
         ),
         adapters=adapters_for(provider.format),
         anthropic=provider.format == "anthropic",
+        mock=None
+        if provider.mock is None
+        else MockProvider(provider.mock, provider.onwards_model or target.alias),
     )
 
 

@@ -2,8 +2,8 @@
 
 `call` returns an UpstreamResponse or raises the GatewayError the client gets (502 unreachable
 or reset, 504 timed out), counted per provider. `dispatch` is the one place that decides how a
-provider is reached; today every provider is an HTTP upstream reached through the worker's
-pooled aiohttp session.
+provider is reached: an HTTP upstream through the worker's pooled aiohttp session, or, for a
+`mock://` provider, the in-process answer of onwards/mock_provider.py.
 """
 
 from __future__ import annotations
@@ -219,6 +219,8 @@ async def dispatch(
     """Reach the provider. The seam for providers that are not a plain HTTP upstream (an
     in-process one, or one behind a protocol converter): they branch here on the plan and return
     their own UpstreamResponse; timeouts and error mapping in `call` apply to them as well."""
+    if pplan.mock is not None:
+        return await pplan.mock.request(method, url.path, data or b"")
     return await open_http(ex.gw.session, method, url, headers, data, pplan.proxy, pplan.client_timeout)
 
 
