@@ -277,8 +277,10 @@ async def test_cluster_slot_migration_follows_ask_then_moved_and_stays_exact(
             with redis.Redis(port=node.port) as direct:
                 ids[node.port] = direct.execute_command("CLUSTER", "MYID").decode()
         semaphore_key = f"{unique_prefix}:{{{unique_prefix}}}:cc:target:topo".encode()
-        limiter = RedisLimiter(cluster.url(), unique_prefix, SETTINGS)
-        await limiter.start(SETTINGS)
+        # A generous timeout (a safety net): the first ASK opens a connection to the importing node.
+        settings = LimitsSettings(redis_timeout_ms=3000)
+        limiter = RedisLimiter(cluster.url(), unique_prefix, settings)
+        await limiter.start(settings)
         try:
             held = [await limiter.admit((SEMAPHORE,)) for _ in range(2)]
             assert [(d.allowed, d.degraded) for d in held] == [(True, False)] * 2
