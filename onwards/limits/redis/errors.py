@@ -22,6 +22,8 @@ class RedisMisconfigured(ConnectionError):
 
 
 class _NamesNode(ResponseError):
+    """A reply that names the node to go to."""
+
     @property
     def address(self) -> tuple[str, int] | None:
         """The node named by a MOVED or ASK reply ("MOVED 3999 127.0.0.1:6381")."""
@@ -45,7 +47,7 @@ class TryAgainError(ResponseError):
     """TRYAGAIN: the call's keys are split between the two nodes of a slot migration."""
 
 
-# Replies that mean the call did not run and may be sent once more (see the limiter's _repeat).
+# Replies that mean the call did not run and may be sent once more (see the limiter's _resend).
 NOT_RUN = (NoScriptError, RedirectError, AskRedirect, TryAgainError)
 
 

@@ -32,6 +32,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from onwards.limits.redis.asking import AskChannel
 from onwards.limits.redis.errors import AskRedirect, RedirectError, RedisMisconfigured, TryAgainError
 from onwards.limits.redis.locate import Locator, Opener, parse_info, tls_context, wait_all
 from onwards.limits.redis.switches import SwitchWatch
@@ -234,9 +235,8 @@ class PipelinedRedis(Opener):
         self.address: tuple[str, int] | None = None  # the node connected to, for logs and tests
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
-        # A side connection to the importing node of a slot migration (ASK), opened on the first
-        # ASK and dropped with the data connection; the hot path never uses it.
-        self._asked: tuple[tuple[str, int], _Protocol] | None = None
+        # Calls a migrating cluster node sent elsewhere with ASK; dropped with the data connection.
+        self._asked = AskChannel(self._open_asked, pack_command(("ASKING",)))
         self._switches = (
             SwitchWatch(self.target, self.abort, connect_timeout)
             if self.target.topology == "sentinel"
@@ -269,31 +269,18 @@ class PipelinedRedis(Opener):
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.abort(ConnectionError("Redis connection reset by the limiter"))
-        self._drop_asked()
+        self._asked.close()
 
     async def asking(self, node: tuple[str, int], packed: bytes) -> Any:
-        """Send ASKING and then `packed` to `node`, in one write on the side connection to it."""
-        asked = self._asked
-        if asked is None or asked[0] != node or asked[1].lost is not None:
-            self._drop_asked()
-            protocol = await self._open_asked(node)
-            self._asked = (node, protocol)
-        else:
-            protocol = asked[1]
-        # Both go in one write; ASKING only lets the very next command through.
-        asking = protocol.send(pack_command(("ASKING",)))
-        replies = await asyncio.gather(asking, protocol.send(packed), return_exceptions=True)
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies[1]
+        """Send ASKING and then `packed` to `node` (see asking.py)."""
+        return await self._asked.send(node, packed)
 
     async def _open_asked(self, node: tuple[str, int]) -> _Protocol:
         loop = asyncio.get_running_loop()
         t = self.target
         async with asyncio.timeout(self.connect_timeout):
             protocol = await self._dial(loop, node, lambda: _Protocol(loop))
-            if t.password is not None:
+            if t.password is not None:  # a cluster has only db 0: nothing else to set up
                 auth = ("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)
                 try:
                     await protocol.send(pack_command(auth))
@@ -302,11 +289,6 @@ class PipelinedRedis(Opener):
                     raise
         return protocol
 
-    def _drop_asked(self) -> None:
-        asked, self._asked = self._asked, None
-        if asked is not None:
-            asked[1].close_when_idle()
-
     def redirected(self, exc: RedirectError) -> None:
         # New calls go to a new connection; the old one closes once its in-flight calls have their
         # (redirect) replies, so they fail one by one and are resent, not cut off.
@@ -314,7 +296,7 @@ class PipelinedRedis(Opener):
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.close_when_idle()
-        self._drop_asked()
+        self._asked.close()
 
     @property
     def connected(self) -> bool:
@@ -340,7 +322,7 @@ class PipelinedRedis(Opener):
     async def aclose(self) -> None:
         if self._switches is not None:
             await self._switches.close()
-        self._drop_asked()
+        self._asked.close()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
