@@ -1,4 +1,4 @@
-"""The limiter on real Redis topologies: Sentinel (with a failover) and Cluster (seeds, MOVED, failover).
+"""The limiter on real Redis topologies: Sentinel (failover) and Cluster (seeds, MOVED, failover, migration).
 
 Everything runs on private processes on loopback ports in a temporary directory (see
 tests/support/redis_topologies.py). Exactness is asserted by counts; recovery by polling for the
