@@ -1,4 +1,4 @@
-"""The limiter on real Redis topologies: Sentinel (with a failover) and Cluster (seeds, MOVED, failover).
+"""The limiter on real Redis topologies: Sentinel (failover) and Cluster (seeds, MOVED, failover, migration).
 
 Everything runs on private processes on loopback ports in a temporary directory (see
 tests/support/redis_topologies.py). Exactness is asserted by counts; recovery by polling for the
@@ -251,6 +251,91 @@ async def test_cluster_failover_away_from_a_frozen_master_that_is_the_first_seed
             finally:
                 owner.send_signal(18)  # SIGCONT
             assert not (await limiter.admit((SEMAPHORE,))).allowed  # the held leases are still counted
+            for decision in held:
+                await limiter.release(decision.lease)
+            await exact(limiter)
+        finally:
+            await limiter.close()
+
+
+def _migrate(source: int, target: int, keys: list[bytes]) -> None:
+    with redis.Redis(port=source) as direct:
+        direct.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+
+
+async def test_cluster_slot_migration_follows_ask_then_moved_and_stays_exact(
+    tmp_path: Path, unique_prefix: str
+) -> None:
+    # The gateway's slot moves to another master the way `redis-cli --cluster reshard` does it:
+    # SETSLOT IMPORTING/MIGRATING, keys moved one MIGRATE at a time, then SETSLOT NODE everywhere.
+    with cluster_setup(tmp_path, replicas=0) as cluster:
+        slot = hash_slot("{" + unique_prefix + "}")
+        owner = cluster.owner_port(slot)
+        target = next(n.port for n in cluster.nodes if n.port != owner)
+        ids = {}
+        for node in cluster.nodes:
+            with redis.Redis(port=node.port) as direct:
+                ids[node.port] = direct.execute_command("CLUSTER", "MYID").decode()
+        semaphore_key = f"{unique_prefix}:{{{unique_prefix}}}:cc:target:topo".encode()
+        # A generous timeout (a safety net): the first ASK opens a connection to the importing node.
+        settings = LimitsSettings(redis_timeout_ms=3000)
+        limiter = RedisLimiter(cluster.url(), unique_prefix, settings)
+        await limiter.start(settings)
+        try:
+            held = [await limiter.admit((SEMAPHORE,)) for _ in range(2)]
+            assert [(d.allowed, d.degraded) for d in held] == [(True, False)] * 2
+            bucket = [await limiter.admit((BUCKET,)) for _ in range(3)]
+            assert [(d.allowed, d.degraded) for d in bucket] == [(True, False)] * 3
+            other = RateCheck("target", "target:other", 0.001, 100)
+            assert (await limiter.admit((other,))).allowed
+
+            with redis.Redis(port=target) as direct:
+                direct.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
+            with redis.Redis(port=owner) as direct:
+                direct.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+            # The semaphore (with its two leases) moves; the bucket stays on the owner for now.
+            await asyncio.to_thread(_migrate, owner, target, [semaphore_key])
+
+            # The semaphore's calls get ASK from the owner and run on the importing node: of five
+            # at once (one batch, one script call there), two get the last permits, three are
+            # refused by Redis; the bucket's calls still run on the owner.
+            burst = await asyncio.gather(*(limiter.admit((SEMAPHORE,)) for _ in range(5)))
+            assert (
+                sorted((d.allowed, d.degraded) for d in burst) == [(False, False)] * 3 + [(True, False)] * 2
+            )
+            more = [d for d in burst if d.allowed]
+            rest = [await limiter.admit((BUCKET,)) for _ in range(4)]
+            assert [(d.allowed, d.degraded) for d in rest] == [(True, False)] * 3 + [(False, False)]
+            with redis.Redis(port=target) as direct:
+                direct.execute_command("ASKING")
+                assert direct.zcard(semaphore_key) == LIMIT
+            # A release goes the same way; the freed permit is taken again, exactly once.
+            await limiter.release(more[0].lease)
+            again = [await limiter.admit((SEMAPHORE,)) for _ in range(2)]
+            assert [(d.allowed, d.degraded) for d in again] == [(True, False), (False, False)]
+            # A call whose keys are split between the nodes gets TRYAGAIN, is repeated once after a
+            # short pause, and then gets the policy (the default: allow, degraded); nothing is held.
+            split = await limiter.admit((SEMAPHORE, other))
+            assert (split.allowed, split.degraded, split.lease) == (True, True, None)
+            with redis.Redis(port=target) as direct:
+                direct.execute_command("ASKING")
+                assert direct.zcard(semaphore_key) == LIMIT
+            assert [(d.allowed, d.degraded) for d in [await limiter.admit((SEMAPHORE,))]] == [(False, False)]
+            held = [*held, more[1], again[0]]
+
+            # Finish the migration: the rest of the slot's keys, then the slot itself.
+            with redis.Redis(port=owner) as direct:
+                keys = direct.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            await asyncio.to_thread(_migrate, owner, target, keys)
+            for port in (target, owner, *(p for p in ids if p not in (target, owner))):
+                with redis.Redis(port=port) as direct:
+                    direct.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+            assert cluster.owner_port(slot) == target
+
+            # MOVED now: the limiter finds the new owner, with the counts carried over.
+            await resumed_within(limiter, 2.0)
+            assert (await limiter.admit((SEMAPHORE,))).allowed is False
+            assert (await limiter.admit((BUCKET,))).allowed is False
             for decision in held:
                 await limiter.release(decision.lease)
             await exact(limiter)

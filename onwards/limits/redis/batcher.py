@@ -15,8 +15,9 @@ No permit is orphaned by a failure here:
   it was granted; one whose reply never came (the connection was lost) is released blindly by its
   lease ids, which removes nothing if Redis never ran it (its reserved tokens stay spent: a lost
   reply cannot say whether Redis took them, and over-charging is the safe side);
-* MOVED and READONLY mean the call did not run: the transport finds the right node and the call
-  goes once more, like after NOSCRIPT.
+* NOSCRIPT, MOVED, READONLY, ASK and TRYAGAIN mean the call did not run: it goes once more (see
+  the limiter's _resend: found again, or sent to the importing node of a slot migration, or
+  repeated after a short pause). A batch stays one script call on the one node it goes to.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import collections
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from onwards.limits.redis.encoding import Admission, AdmitPlan, Encoder, Release, Settlement
-from onwards.limits.redis.errors import RedirectError
+from onwards.limits.redis.errors import NOT_RUN
 from onwards.limits.redis.transport import Transport
 
 # Owed (semaphore, lease) pairs kept while Redis cannot take them: a worker's in-flight requests
@@ -47,14 +48,14 @@ class Batcher:
         encoder: Encoder,
         transport: Transport,
         *,
-        resend: Callable[[bytes], Awaitable[Any]],
+        resend: Callable[[BaseException, bytes], Awaitable[Any]],
         on_released: Callable[[BaseException | None], None],
         on_deferred: Callable[[str, int], None] = _noop_deferred,
         forget: Callable[[str, tuple[str, ...]], None] | None = None,
     ) -> None:
         self._encoder = encoder
         self._transport: Transport | None = transport
-        # Sends a packed call again after loading the scripts (a NOSCRIPT reply).
+        # Sends a packed call again after a reply that says it did not run (NOT_RUN).
         self._resend = resend
         # Told the outcome of every release call: None when it went through.
         self._on_released = on_released
@@ -165,15 +166,14 @@ class Batcher:
         retried: bool = False,
     ) -> None:
         exc = done.exception() if not done.cancelled() else ConnectionError("admission batch cancelled")
-        if not retried and isinstance(exc, NoScriptError | RedirectError):
-            # Redis restarted or was flushed, or the keys live elsewhere: the call did not run.
-            # Send the same batch again, still within the batch's timeout.
-            self._redirected(exc)
-            retry = asyncio.ensure_future(self._resend(self._encoder.pack_admits(admits)))
+        if not retried and isinstance(exc, NOT_RUN):
+            # Redis restarted or was flushed, the keys live elsewhere, or the slot is migrating:
+            # the call did not run. Send the same batch again, still within the batch's timeout.
+            retry = asyncio.ensure_future(self._resend(exc, self._encoder.pack_admits(admits)))
             retry.add_done_callback(lambda again: self._admitted(again, admits, timer, True))
             return
         timer.cancel()
-        if exc is not None and not isinstance(exc, NoScriptError | RedirectError):
+        if exc is not None and not isinstance(exc, NOT_RUN):
             # No reply (the connection was lost) or a script error part-way through the batch:
             # any of these admissions may hold permits now. Give them all back; removing a lease
             # that Redis never added removes nothing.
@@ -207,13 +207,13 @@ class Batcher:
         retried: bool = False,
     ) -> None:
         exc = done.exception() if not done.cancelled() else ConnectionError("release batch cancelled")
-        if not retried and isinstance(exc, NoScriptError | RedirectError):
-            self._redirected(exc)
-            retry = asyncio.ensure_future(self._resend(self._encoder.pack_releases(releases, settlements)))
+        if not retried and isinstance(exc, NOT_RUN):
+            packed = self._encoder.pack_releases(releases, settlements)
+            retry = asyncio.ensure_future(self._resend(exc, packed))
             retry.add_done_callback(lambda again: self._released(again, releases, settlements, True))
             return
-        if exc is not None and not isinstance(exc, ResponseError):
-            # Not sent, or no answer: the permits are sent again when Redis answers. Settlements
+        if exc is not None and (isinstance(exc, NOT_RUN) or not isinstance(exc, ResponseError)):
+            # Not sent, not run, or no answer: the permits are sent again when Redis answers. Settlements
             # are not kept: one that is lost leaves its reservation spent (over-charged, never
             # under), and sending it twice after an unknown outcome could refund twice.
             self.owe(releases)
@@ -223,10 +223,6 @@ class Batcher:
     def _resume_on_success(self, exc: BaseException | None) -> None:
         if exc is None and self._owed:
             self.resume()
-
-    def _redirected(self, exc: BaseException) -> None:
-        if isinstance(exc, RedirectError) and self._transport is not None:
-            self._transport.redirected(exc)
 
 
 def admitted(reply: Any) -> bool:

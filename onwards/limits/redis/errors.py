@@ -5,19 +5,24 @@
   Sentinel service). Waiting will not fix it; it is reported loudly, once per change.
 * `RedirectError`: the node answered "not me" (MOVED, or READONLY after a failover). The call did
   not run; the transport finds the right node and the call is sent again once.
+* `AskRedirect`: the gateway's slot is being migrated and a key the call needs is already on the
+  importing node (ASK). The call did not run; it is sent once to that node after ASKING, and the
+  slot map is left as it is.
+* `TryAgainError`: during that migration a call touched keys that are partly on each node
+  (TRYAGAIN). The call did not run; it is sent again once after a short pause.
 """
 
 from __future__ import annotations
 
-from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
+from redis.exceptions import AuthenticationError, ConnectionError, NoScriptError, ResponseError
 
 
 class RedisMisconfigured(ConnectionError):
     """Redis cannot be used as configured; the message is one line naming the problem."""
 
 
-class RedirectError(ResponseError):
-    """MOVED or READONLY: the command went to a node that does not own its keys."""
+class _NamesNode(ResponseError):
+    """A reply that names the node to go to."""
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -28,6 +33,22 @@ class RedirectError(ResponseError):
             if host and port.isdigit():
                 return host.strip("[]"), int(port)
         return None
+
+
+class RedirectError(_NamesNode):
+    """MOVED or READONLY: the command went to a node that does not own its keys."""
+
+
+class AskRedirect(_NamesNode):
+    """ASK: this one call must go to the named (importing) node, after ASKING."""
+
+
+class TryAgainError(ResponseError):
+    """TRYAGAIN: the call's keys are split between the two nodes of a slot migration."""
+
+
+# Replies that mean the call did not run and may be sent once more (see the limiter's _resend).
+NOT_RUN = (NoScriptError, RedirectError, AskRedirect, TryAgainError)
 
 
 def misconfiguration(exc: BaseException) -> str | None:

@@ -5,7 +5,9 @@
   is open, the breaker's probe runs every 0.1-0.4 s, jittered, so limiting resumes well within a
   second of Redis answering.
 * WRONGTYPE (one damaged key) applies the policy to the requests of that limit only, with a warning
-  at most once a minute; the circuit stays closed for every other limit.
+  at most once a minute; the circuit stays closed for every other limit. So do TRYAGAIN and ASK
+  still there after their one repeat (a call whose keys are split by a slot migration): the other
+  calls of the migrating slot keep running.
 * A misconfiguration (see errors.py) is logged once per change, as an error, and kept in `problem`
   for /ready and a metric, until a call succeeds.
 """
@@ -19,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import ResponseError
 
 from onwards.limits.breaker import CircuitBreaker
-from onwards.limits.redis.errors import misconfiguration
+from onwards.limits.redis.errors import AskRedirect, TryAgainError, misconfiguration
 
 log = logging.getLogger("onwards.limits")
 
@@ -81,10 +83,10 @@ class RedisHealth:
         self.count_error()
         self.note_problem(exc)
         if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
-            now = time.monotonic()
-            if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
-                self._last_key_error = now
-                log.warning("limiter %s failed on a damaged key (%s); failure policy applied", what, exc)
+            self._key_error(what, "failed on a damaged key", exc)
+            return
+        if isinstance(exc, TryAgainError | AskRedirect):
+            self._key_error(what, "hit keys split by a cluster slot migration", exc)
             return
         log.debug("limiter %s failed: %r", what, exc)
         if isinstance(exc, TimeoutError) and (self._suspect is None or self._suspect is exc):
@@ -93,6 +95,12 @@ class RedisHealth:
             self._suspect = exc
             return
         self.breaker.trip(exc)
+
+    def _key_error(self, what: str, why: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_key_error >= _KEY_ERROR_LOG_INTERVAL_S:
+            self._last_key_error = now
+            log.warning("limiter %s %s (%s); failure policy applied", what, why, exc)
 
     def start_failed(self, exc: BaseException) -> None:
         self.count_error()

@@ -23,17 +23,23 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from onwards.config.model import Check, LimitsSettings, RateCheck
 from onwards.limits.base import ALLOW, Decision, Lease, LimiterUnavailable, Reservation
 from onwards.limits.keys import DEFAULT_PREFIX, KeySpace, validate_settings
 from onwards.limits.redis.batcher import Batcher
 from onwards.limits.redis.encoding import AdmitPlan, Encoder, headroom, load_scripts, num
-from onwards.limits.redis.errors import RedirectError, misconfiguration
+from onwards.limits.redis.errors import (
+    NOT_RUN,
+    AskRedirect,
+    RedirectError,
+    TryAgainError,
+    misconfiguration,
+)
 from onwards.limits.redis.health import PROBE_BASE_S, PROBE_MAX_S, RedisHealth
 from onwards.limits.redis.recovery import LeaseBook
-from onwards.limits.redis.transport import Transport, open_transport
+from onwards.limits.redis.transport import Transport, open_transport, pack_command
 from onwards.limits.redis.url import parse_redis_url
 
 log = logging.getLogger("onwards.limits")
@@ -47,6 +53,9 @@ WORKER_START_TIMEOUT_S = 2.0
 # A connection with calls waiting and no reply for this long is dropped (a peer that vanished);
 # a shorter stall keeps it, so the late replies settle the permits they granted.
 STUCK_S = 10.0
+# The pause before repeating a call that got TRYAGAIN (its keys were mid-MIGRATE): one MIGRATE of
+# a gateway's few small keys takes well under this; the batch's timeout still bounds the wait.
+TRYAGAIN_PAUSE_S = 0.02
 
 
 def _noop_deferred(result: str, count: int) -> None:
@@ -399,20 +408,51 @@ class RedisLimiter:
         return transport
 
     async def _call(self, args: tuple[Any, ...]) -> Any:
-        transport = self._client()
         try:
-            return await transport.execute_command(*args)
-        except (NoScriptError, RedirectError) as exc:
-            # Redis restarted, failed over or was flushed (the script cache is empty), or the keys
-            # are on another node now: the call did not run; send it once more.
+            return await self._client().execute_command(*args)
+        except NOT_RUN as exc:
+            return await self._resend(exc, pack_command(args))
+
+    async def _resend(self, exc: BaseException, packed: bytes) -> Any:
+        """Send a call again after a reply saying it did not run; each kind of reply is followed
+        once, then the last one is raised (the caller's failure path, then the policy).
+
+        * NOSCRIPT (restart, failover, SCRIPT FLUSH), MOVED or READONLY (the keys are on another
+          node now): the scripts are loaded on the owner, found again, and the call repeated.
+        * ASK (the gateway's slot is being migrated): ASKING and the call go to the importing
+          node; the slot map stays as it is (the migration may still be rolled back).
+        * TRYAGAIN (the call's keys are split between the two nodes for now): after a short
+          pause the call is repeated where it went last.
+        """
+        transport = self._client()
+        followed: set[type[BaseException]] = set()
+        asked: tuple[str, int] | None = None  # where an ASK sent the call, else the owner
+        while True:
+            kind = type(exc)
+            if kind in followed or not isinstance(exc, NOT_RUN):
+                raise exc
+            followed.add(kind)
             if isinstance(exc, RedirectError):
                 transport.redirected(exc)
-            await self._load_scripts()
-            return await self._client().execute_command(*args)
-
-    async def _resend(self, packed: bytes) -> Any:
-        await self._load_scripts()
-        return await self._client().execute_packed(packed)
+                asked = None
+                await self._load_scripts()
+            elif isinstance(exc, AskRedirect):
+                asked = exc.address
+                if asked is None:
+                    raise exc
+            elif isinstance(exc, TryAgainError):
+                await asyncio.sleep(TRYAGAIN_PAUSE_S)
+            elif asked is not None:  # NOSCRIPT from the importing node
+                for script in self._encoder.scripts:
+                    await transport.asking(asked, pack_command(("SCRIPT", "LOAD", script.body)))
+            else:
+                await self._load_scripts()
+            try:
+                if asked is None:
+                    return await transport.execute_packed(packed)
+                return await transport.asking(asked, packed)
+            except NOT_RUN as again:
+                exc = again
 
     async def _load_scripts(self) -> None:
         await load_scripts(self._client(), self._encoder.scripts)

@@ -11,7 +11,7 @@ round trips and syscalls instead of each paying their own.
 The connection goes to the node that holds this gateway's keys on every topology (one server,
 the master a Sentinel names, the cluster node owning the gateway's one hash slot; see locate.py),
 so admission stays one round trip and one write per loop iteration everywhere. It speaks only what
-the limiter needs (EVALSHA, SCRIPT LOAD, PING, AUTH, SELECT, INFO, ROLE) and raises
+the limiter needs (EVALSHA, SCRIPT LOAD, PING, AUTH, SELECT, INFO, ROLE, ASKING) and raises
 redis-py's exception classes, so the limiter handles errors the same whatever the transport.
 `Transport` is what the limiter needs of it; tests/support/redis_fake.py implements it over
 fakeredis so the limiter's batched path runs unchanged in unit tests.
@@ -32,7 +32,8 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from onwards.limits.redis.errors import RedirectError, RedisMisconfigured
+from onwards.limits.redis.asking import AskChannel
+from onwards.limits.redis.errors import AskRedirect, RedirectError, RedisMisconfigured, TryAgainError
 from onwards.limits.redis.locate import Locator, Opener, parse_info, tls_context, wait_all
 from onwards.limits.redis.switches import SwitchWatch
 from onwards.limits.redis.url import RedisTarget, parse_redis_url
@@ -63,6 +64,9 @@ class Transport(Protocol):
 
     def redirected(self, exc: RedirectError) -> None:
         """A node said the keys are elsewhere: drop the connection, find the owner next time."""
+
+    async def asking(self, node: tuple[str, int], packed: bytes) -> Any:
+        """Send ASKING and then `packed` to `node` (the importing node an ASK named); its reply."""
 
     @property
     def connected(self) -> bool:
@@ -104,9 +108,11 @@ def _error(message: str) -> ResponseError | AuthenticationError:
     if message.startswith("NOSCRIPT"):
         return NoScriptError(message)
     if message.startswith(("MOVED ", "READONLY")):
-        # ASK is not followed: it only happens while the gateway's own slot is being migrated,
-        # and then the call fails (the failure policy) until the migration is over.
         return RedirectError(message)
+    if message.startswith("ASK "):
+        return AskRedirect(message)
+    if message.startswith("TRYAGAIN"):
+        return TryAgainError(message)
     if message.startswith(("NOAUTH", "WRONGPASS")):
         return AuthenticationError(message)
     return ResponseError(message)
@@ -229,6 +235,8 @@ class PipelinedRedis(Opener):
         self.address: tuple[str, int] | None = None  # the node connected to, for logs and tests
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+        # Calls a migrating cluster node sent elsewhere with ASK; dropped with the data connection.
+        self._asked = AskChannel(self._open_asked, pack_command(("ASKING",)))
         self._switches = (
             SwitchWatch(self.target, self.abort, connect_timeout)
             if self.target.topology == "sentinel"
@@ -261,6 +269,25 @@ class PipelinedRedis(Opener):
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.abort(ConnectionError("Redis connection reset by the limiter"))
+        self._asked.close()
+
+    async def asking(self, node: tuple[str, int], packed: bytes) -> Any:
+        """Send ASKING and then `packed` to `node` (see asking.py)."""
+        return await self._asked.send(node, packed)
+
+    async def _open_asked(self, node: tuple[str, int]) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        t = self.target
+        async with asyncio.timeout(self.connect_timeout):
+            protocol = await self._dial(loop, node, lambda: _Protocol(loop))
+            if t.password is not None:  # a cluster has only db 0: nothing else to set up
+                auth = ("AUTH", t.username, t.password) if t.username else ("AUTH", t.password)
+                try:
+                    await protocol.send(pack_command(auth))
+                except BaseException:
+                    protocol.abort(ConnectionError("Redis handshake failed"))
+                    raise
+        return protocol
 
     def redirected(self, exc: RedirectError) -> None:
         # New calls go to a new connection; the old one closes once its in-flight calls have their
@@ -269,6 +296,7 @@ class PipelinedRedis(Opener):
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.close_when_idle()
+        self._asked.close()
 
     @property
     def connected(self) -> bool:
@@ -294,6 +322,7 @@ class PipelinedRedis(Opener):
     async def aclose(self) -> None:
         if self._switches is not None:
             await self._switches.close()
+        self._asked.close()
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
