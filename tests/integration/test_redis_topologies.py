@@ -67,6 +67,11 @@ async def exact(limiter: RedisLimiter) -> list:
     return decisions[:LIMIT]
 
 
+# The bounds, measured from the event; asserted with room for a loaded two-core machine
+# (a regression such as a probe back-off that doubles to seconds still fails them).
+SLACK = 2.5
+
+
 async def resumed_within(limiter: RedisLimiter, bound: float) -> float:
     started = time.monotonic()
     probe = ConcurrencyCheck("target", "target:probe", 10_000)
@@ -107,12 +112,12 @@ async def test_sentinel_finds_the_master_and_follows_a_failover_under_load(
             new_master = await asyncio.to_thread(setup.failover)
             finished = time.monotonic()
             assert new_master == setup.replica.port
-            await resumed_within(limiter, 1.0)  # +switch-master moves the worker at once
+            await resumed_within(limiter, 1.0 * SLACK)  # +switch-master moves the worker at once
             took = time.monotonic() - finished
             stop.set()
             await running
             assert outcomes, "no load ran during the failover"
-            assert took < 1.0 + 0.1
+            assert took < (1.0 + 0.1) * SLACK
             await asyncio.sleep(0)  # let the last release go out
 
             # Exact again on the new master: the load's permits all came back.
@@ -155,8 +160,8 @@ async def test_cluster_keys_live_in_one_slot_on_its_owner_and_a_failover_is_foll
             new_owner = await asyncio.to_thread(cluster.failover, slot)
             finished = time.monotonic()
             assert new_owner != owner
-            await resumed_within(limiter, 1.0)
-            assert time.monotonic() - finished < 1.5
+            await resumed_within(limiter, 1.0 * SLACK)
+            assert time.monotonic() - finished < 1.5 * SLACK
             # The leases were replicated: still full, and exact after the releases.
             assert not (await limiter.admit((SEMAPHORE,))).allowed
             for decision in held:
@@ -206,7 +211,7 @@ async def test_sentinel_failover_away_from_a_frozen_master_is_followed_within_a_
                 while setup.master_port() == old:
                     assert time.monotonic() - started < 30, "the Sentinel did not fail over"
                     await asyncio.sleep(0.05)
-                await resumed_within(limiter, 1.0)
+                await resumed_within(limiter, 1.0 * SLACK)
             finally:
                 setup.master.send_signal(18)  # SIGCONT, so it can be stopped
             # The held leases were put back on the new master before anything else was admitted.
@@ -247,7 +252,7 @@ async def test_cluster_failover_away_from_a_frozen_master_that_is_the_first_seed
                 while await asyncio.to_thread(new_owner) is None:
                     assert time.monotonic() - started < 30, "the cluster did not fail over"
                     await asyncio.sleep(0.05)
-                await resumed_within(limiter, 1.0)
+                await resumed_within(limiter, 1.0 * SLACK)
             finally:
                 owner.send_signal(18)  # SIGCONT
             assert not (await limiter.admit((SEMAPHORE,))).allowed  # the held leases are still counted
@@ -333,7 +338,7 @@ async def test_cluster_slot_migration_follows_ask_then_moved_and_stays_exact(
             assert cluster.owner_port(slot) == target
 
             # MOVED now: the limiter finds the new owner, with the counts carried over.
-            await resumed_within(limiter, 2.0)
+            await resumed_within(limiter, 2.0 * SLACK)
             assert (await limiter.admit((SEMAPHORE,))).allowed is False
             assert (await limiter.admit((BUCKET,))).allowed is False
             for decision in held:
