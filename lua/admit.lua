@@ -32,7 +32,9 @@
 -- nothing until the refill has paid the debt.
 --
 -- For each request phase one only reads (apart from dropping expired leases, which frees
--- nothing that was still held), phase two writes, so a refusal anywhere spends nothing anywhere.
+-- nothing that was still held), phase two commits into a cache the whole call shares, so a
+-- refusal anywhere spends nothing anywhere. The cache is written to Redis once at the end: each
+-- key is read at most once and written once per call, however many requests of the batch use it.
 
 -- Redis before 5 replicated scripts verbatim, which a script reading TIME must not be;
 -- from 5 effects replication is the default and from 7 this call is a no-op.
@@ -44,6 +46,8 @@ end
 local SLACK_MS = 1000
 -- Keeps PEXPIRE's argument a plain integer (about 31 years) for absurdly slow rates.
 local MAX_TTL_MS = 1e12
+-- Score/member values per ZADD (an even number).
+local ZADD_SLICE = 1000
 
 -- The server's clock, never a client's: every worker and replica shares one time line.
 local t = redis.call('TIME')
@@ -53,13 +57,47 @@ local ttl = tonumber(ARGV[2])
 local expiry = math.floor(now + ttl)
 local keep = ttl + SLACK_MS
 
--- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
-local function admit(k0, a0, n, lease, cost, kinds)
+-- What the batch has seen and taken so far, shared by all its requests: a key is read from
+-- Redis once per call and written once at the end, however many requests of the batch use it.
+--   level[key], stamp[key]   a bucket's level after refill and every admitted claim, and the
+--                            time it was reckoned at
+--   rate[key], burst[key]    the values of its last admitted check (to compute its expiry)
+--   held[key]                a semaphore's leases, swept or not, plus those this batch added
+--   added[key]               the leases this batch adds to a semaphore, ZADD arguments
+local level, stamp, rate_of, burst_of = {}, {}, {}, {}
+local held, added = {}, {}
+local touched = {} -- every key this batch writes, in first-written order
+local swept = {}
 
-  -- Bucket levels after refill and after this request's claims, so a bucket listed twice
-  -- is charged twice; and the time each level was reckoned at.
-  local level = {}
-  local stamp = {}
+-- A bucket's level now, from the batch's cache or from Redis.
+local function bucket(key, rate)
+  local tokens = level[key]
+  if tokens ~= nil then
+    return tokens
+  end
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  tokens = nil
+  stamp[key] = now
+  if state[1] then
+    local ts = tonumber(state[2])
+    -- After a failover to a server whose clock is behind, time stands still for the
+    -- bucket until the clock passes ts again: neither drained nor refilled twice.
+    if ts > now then
+      tokens = tonumber(state[1])
+      stamp[key] = ts
+    else
+      tokens = tonumber(state[1]) + (now - ts) * rate / 1000
+    end
+  end
+  return tokens -- nil: absent, so full
+end
+
+-- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
+-- Phase one decides on tentative copies (mine, taken), so a refusal changes nothing; phase two
+-- commits them into the batch's cache.
+local function admit(k0, a0, n, lease, cost, kinds)
+  local mine = {}
+  local taken = {}
   local buckets = false
 
   for i = 1, n do
@@ -77,21 +115,11 @@ local function admit(k0, a0, n, lease, cost, kinds)
           return {i, -2}
         end
       end
-      local tokens = level[key]
+      local tokens = mine[key]
       if tokens == nil then
-        local state = redis.call('HMGET', key, 'tokens', 'ts')
-        tokens = burst -- a bucket starts full
-        stamp[key] = now
-        if state[1] then
-          local ts = tonumber(state[2])
-          -- After a failover to a server whose clock is behind, time stands still for the
-          -- bucket until the clock passes ts again: neither drained nor refilled twice.
-          if ts > now then
-            tokens = tonumber(state[1])
-            stamp[key] = ts
-          else
-            tokens = tonumber(state[1]) + (now - ts) * rate / 1000
-          end
+        tokens = bucket(key, rate)
+        if tokens == nil then
+          tokens = burst -- a bucket starts full
         end
       end
       -- Clamping here also applies a reload that lowered the burst.
@@ -102,25 +130,35 @@ local function admit(k0, a0, n, lease, cost, kinds)
         -- Always >= 1 ms: the bucket lacks a positive amount.
         return {i, math.ceil(stamp[key] - now + (need - tokens) * 1000 / rate)}
       end
-      level[key] = tokens - need
+      mine[key] = tokens - need
     else
       local limit = a
       if limit < 1 then
         return {i, -1} -- a closed limiter; no need to look at the set
       end
-      local held = redis.call('ZCARD', key)
-      -- Expired leases are only swept when they are in the way.
-      if held >= limit then
-        held = held - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-        if held >= limit then
+      if not taken[key] then
+        local count = held[key]
+        if count == nil then
+          count = redis.call('ZCARD', key)
+          held[key] = count
+        end
+        -- Expired leases are only swept when they are in the way (and once per call: a
+        -- second sweep at the same time would find nothing).
+        if count >= limit and not swept[key] then
+          swept[key] = true
+          count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+          held[key] = count
+        end
+        if count >= limit then
           return {i, -1}
         end
+        taken[key] = true
       end
     end
   end
 
-  -- The most restrictive bucket of each kind: index, whole units left, ms until full (plain
-  -- locals, not tables: this runs for every admitted request).
+  -- Commit, and find the most restrictive bucket of each kind: index, whole units left, ms
+  -- until full (plain locals, not tables: this runs for every admitted request).
   local ri, rleft, rfull, ti, tleft, tfull = 0, 0, 0, 0, 0, 0
   local done = {}
   for i = 1, n do
@@ -128,18 +166,16 @@ local function admit(k0, a0, n, lease, cost, kinds)
     local kind = string.sub(kinds, i, i)
     if not done[key] then
       done[key] = true
+      if level[key] == nil and added[key] == nil then
+        touched[#touched + 1] = key
+      end
       if kind ~= 'c' then
         local rate = tonumber(ARGV[a0 + 2 * i - 1])
         local burst = tonumber(ARGV[a0 + 2 * i])
-        local tokens = level[key]
-        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+        local tokens = mine[key]
+        level[key], rate_of[key], burst_of[key] = tokens, rate, burst
         -- Gone once it would be full again (measured from its stamp, which may be ahead of now).
         local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate)
-        local idle = full_ms + SLACK_MS
-        if idle > MAX_TTL_MS then
-          idle = MAX_TTL_MS
-        end
-        redis.call('PEXPIRE', key, idle)
         local left = math.floor(tokens)
         if kind == 'r' then
           if ri == 0 or left < rleft then
@@ -149,11 +185,14 @@ local function admit(k0, a0, n, lease, cost, kinds)
           ti, tleft, tfull = i, left, full_ms
         end
       else
-        redis.call('ZADD', key, expiry, lease)
-        -- Never shorten the key's life below a lease that an older, longer ttl granted.
-        if redis.call('PTTL', key) < keep then
-          redis.call('PEXPIRE', key, keep)
+        held[key] = held[key] + 1
+        local list = added[key]
+        if list == nil then
+          list = {}
+          added[key] = list
         end
+        list[#list + 1] = expiry
+        list[#list + 1] = lease
       end
     end
   end
@@ -174,5 +213,34 @@ for r = 1, tonumber(ARGV[1]) do
   results[r] = admit(k0, a + 2, n, lease, cost, kinds)
   k0 = k0 + n
   a = a + 3 + 2 * n
+end
+
+-- The writes of the whole batch, one set per key.
+for _, key in ipairs(touched) do
+  local list = added[key]
+  if list == nil then
+    local tokens, burst = level[key], burst_of[key]
+    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+    local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate_of[key]) + SLACK_MS
+    if idle > MAX_TTL_MS then
+      idle = MAX_TTL_MS
+    end
+    redis.call('PEXPIRE', key, idle)
+  else
+    -- In slices: unpack's results go on Lua's C stack, which holds a few thousand values.
+    if #list == 2 then
+      redis.call('ZADD', key, list[1], list[2])
+    else
+      for first = 1, #list, ZADD_SLICE do
+        redis.call('ZADD', key, unpack(list, first, math.min(first + ZADD_SLICE - 1, #list)))
+      end
+    end
+    -- Never shorten the key's life below a lease that an older, longer ttl granted. The key is
+    -- given a second of slack beyond that, so that this PEXPIRE runs about once a second per
+    -- semaphore rather than on every admission.
+    if redis.call('PTTL', key) < keep then
+      redis.call('PEXPIRE', key, keep + SLACK_MS)
+    end
+  end
 end
 return results

@@ -180,3 +180,76 @@ async def test_old_release_layout_without_settlements_still_works(scripts: Scrip
     cc = scripts.cc("key:a")
     await scripts.admit(("l1", 0, [("c", cc, 2, "")]), ("l2", 0, [("c", cc, 2, "")]))
     assert await scripts.release(pairs=[(cc, "l1"), (cc, "l2"), (cc, "gone")]) == 2
+
+
+# admit.lua keeps what one call has read and taken in a cache and writes each key once at the end;
+# these pin that the requests of one batch still see each other's claims exactly.
+
+
+async def test_a_batch_fills_a_semaphore_exactly_and_writes_every_lease(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc, rl = scripts.cc("target:t"), scripts.rl("target:t")
+    checks: list[Check] = [("r", rl, SLOW, 10), ("c", cc, 3, "")]
+    replies = await scripts.admit(*[(f"l{i}", 0, checks) for i in range(5)])
+    assert [r[0] for r in replies] == [0, 0, 0, 2, 2]
+    # Each admitted request saw the claims of the ones before it: 9, 8, 7 units left.
+    assert [r[2] for r in replies[:3]] == [9, 8, 7]
+    assert sorted(await redis.zrange(cc, 0, -1)) == [b"l0", b"l1", b"l2"]
+    assert await scripts.level(rl) == pytest.approx(7, abs=0.01)
+    assert await redis.pttl(cc) > 30_000
+
+
+async def test_a_full_semaphore_with_expired_leases_still_admits(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("key:a")
+    # Two leases that expired long ago fill the limit of 2; the sweep makes room for the batch.
+    await redis.zadd(cc, {"old-1": 1, "old-2": 2})
+    replies = await scripts.admit(*[(f"l{i}", 0, [("c", cc, 2, "")]) for i in range(3)])
+    assert replies[:2] == [0, 0] and replies[2][0] == 1 and replies[2][1] == -1
+    assert sorted(await redis.zrange(cc, 0, -1)) == [b"l0", b"l1"]
+
+
+async def test_a_refused_request_in_a_batch_takes_nothing_from_the_others(scripts: Scripts) -> None:
+    tk, cc = scripts.tk("key:a"), scripts.cc("key:a")
+    big: list[Check] = [("c", cc, 1, ""), ("t", tk, SLOW, 1000)]
+    small: list[Check] = [("t", tk, SLOW, 1000), ("c", cc, 1, "")]
+    # In order: 900 tokens fit; 200 more do not (refused at its token check, having taken
+    # nothing); 100 fit but the semaphore is full, so the bucket keeps those 100.
+    replies = await scripts.admit(("l1", 900, big), ("l2", 200, small), ("l3", 100, small))
+    assert replies[0][0] == 0 and replies[1][0] == 1 and replies[2][0] == 2
+    assert await scripts.level(tk) == pytest.approx(100, abs=0.01)
+
+
+async def test_a_large_batch_on_one_semaphore_is_written_in_slices(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("target:wide")
+    replies = await scripts.admit(*[(f"l{i}", 0, [("c", cc, 10_000, "")]) for i in range(6_000)])
+    assert replies == [0] * 6_000
+    assert await redis.zcard(cc) == 6_000
+
+
+async def test_settlements_of_one_bucket_in_one_call_apply_in_order(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    tk, cc = scripts.tk("key:a"), scripts.cc("key:a")
+    await scripts.admit(*[(f"l{i}", 400, [("t", tk, SLOW, 1000), ("c", cc, 5, "")]) for i in range(2)])
+    assert await scripts.level(tk) == pytest.approx(200, abs=0.01)
+    # A charge into debt, then a refund past full: clamped at full, so the key goes.
+    pairs = [(cc, "l0"), (cc, "gone"), (cc, "l1")]
+    assert await scripts.release(pairs, [(tk, SLOW, 1000, -500), (tk, SLOW, 1000, 2000)]) == 2
+    assert not await redis.exists(tk) and not await redis.exists(cc)
+    await scripts.admit(("", 400, [("t", tk, SLOW, 1000)]))
+    await scripts.release(settle=[(tk, SLOW, 1000, -100), (tk, SLOW, 1000, 50)])
+    assert await scripts.level(tk) == pytest.approx(550, abs=0.01)
+
+
+async def test_a_large_release_on_one_semaphore_is_sent_in_slices(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("target:wide")
+    await redis.zadd(cc, {f"l{i}": 10**13 for i in range(6_000)})
+    assert await scripts.release([(cc, f"l{i}") for i in range(6_000)]) == 6_000
+    assert not await redis.exists(cc)

@@ -111,7 +111,7 @@ async def test_keys_expire_so_idle_limiters_vanish(make, server) -> None:
     bucket_ttl = await redis.pttl("onwards:{onwards}:rl:target:gpt-4")
     assert 500 < bucket_ttl <= 1_500
     semaphore_ttl = await redis.pttl("onwards:{onwards}:cc:key:premium_user")
-    assert 30_000 < semaphore_ttl <= 31_000
+    assert 30_000 < semaphore_ttl <= 32_000  # the lease ttl plus one to two seconds of slack
 
 
 async def test_prefix_and_hash_tag_are_configurable(make, server) -> None:
