@@ -59,45 +59,42 @@ local keep = ttl + SLACK_MS
 
 -- What the batch has seen and taken so far, shared by all its requests: a key is read from
 -- Redis once per call and written once at the end, however many requests of the batch use it.
+-- (As few tables as will do: each one costs Redis's Lua measurably on every call.)
 --   level[key], stamp[key]   a bucket's level after refill and every admitted claim, and the
 --                            time it was reckoned at
---   rate[key], burst[key]    the values of its last admitted check (to compute its expiry)
+--   last[key]                the ARGV index of the rate of its last admitted check (the burst
+--                            follows it), to compute its expiry at the end
 --   held[key]                a semaphore's leases, swept or not, plus those this batch added
---   added[key]               the leases this batch adds to a semaphore, ZADD arguments
-local level, stamp, rate_of, burst_of = {}, {}, {}, {}
+--   added[key]               the lease this batch adds to a semaphore, or a list of them
+local level, stamp, last = {}, {}, {}
 local held, added = {}, {}
-local touched = {} -- every key this batch writes, in first-written order
-local swept = {}
 
--- A bucket's level now, from the batch's cache or from Redis.
+-- A bucket's level now, from the batch's cache or from Redis; nil when it is absent (full).
 local function bucket(key, rate)
   local tokens = level[key]
   if tokens ~= nil then
     return tokens
   end
   local state = redis.call('HMGET', key, 'tokens', 'ts')
-  tokens = nil
   stamp[key] = now
   if state[1] then
     local ts = tonumber(state[2])
     -- After a failover to a server whose clock is behind, time stands still for the
     -- bucket until the clock passes ts again: neither drained nor refilled twice.
     if ts > now then
-      tokens = tonumber(state[1])
       stamp[key] = ts
-    else
-      tokens = tonumber(state[1]) + (now - ts) * rate / 1000
+      return tonumber(state[1])
     end
+    return tonumber(state[1]) + (now - ts) * rate / 1000
   end
-  return tokens -- nil: absent, so full
+  return nil
 end
 
 -- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
--- Phase one decides on tentative copies (mine, taken), so a refusal changes nothing; phase two
--- commits them into the batch's cache.
+-- Phase one decides on a tentative copy of the levels (mine), so a refusal changes nothing;
+-- phase two commits it into the batch's cache.
 local function admit(k0, a0, n, lease, cost, kinds)
   local mine = {}
-  local taken = {}
   local buckets = false
 
   for i = 1, n do
@@ -136,23 +133,18 @@ local function admit(k0, a0, n, lease, cost, kinds)
       if limit < 1 then
         return {i, -1} -- a closed limiter; no need to look at the set
       end
-      if not taken[key] then
-        local count = held[key]
-        if count == nil then
-          count = redis.call('ZCARD', key)
-          held[key] = count
-        end
-        -- Expired leases are only swept when they are in the way (and once per call: a
-        -- second sweep at the same time would find nothing).
-        if count >= limit and not swept[key] then
-          swept[key] = true
-          count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-          held[key] = count
-        end
+      local count = held[key]
+      if count == nil then
+        count = redis.call('ZCARD', key)
+        held[key] = count
+      end
+      -- Expired leases are only swept when they are in the way.
+      if count >= limit then
+        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        held[key] = count
         if count >= limit then
           return {i, -1}
         end
-        taken[key] = true
       end
     end
   end
@@ -166,16 +158,12 @@ local function admit(k0, a0, n, lease, cost, kinds)
     local kind = string.sub(kinds, i, i)
     if not done[key] then
       done[key] = true
-      if level[key] == nil and added[key] == nil then
-        touched[#touched + 1] = key
-      end
       if kind ~= 'c' then
-        local rate = tonumber(ARGV[a0 + 2 * i - 1])
         local burst = tonumber(ARGV[a0 + 2 * i])
         local tokens = mine[key]
-        level[key], rate_of[key], burst_of[key] = tokens, rate, burst
+        level[key], last[key] = tokens, a0 + 2 * i - 1
         -- Gone once it would be full again (measured from its stamp, which may be ahead of now).
-        local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate)
+        local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / tonumber(ARGV[a0 + 2 * i - 1]))
         local left = math.floor(tokens)
         if kind == 'r' then
           if ri == 0 or left < rleft then
@@ -186,13 +174,15 @@ local function admit(k0, a0, n, lease, cost, kinds)
         end
       else
         held[key] = held[key] + 1
-        local list = added[key]
-        if list == nil then
-          list = {}
-          added[key] = list
+        local before = added[key]
+        if before == nil then
+          added[key] = lease
+        elseif type(before) == 'string' then
+          added[key] = {expiry, before, expiry, lease}
+        else
+          before[#before + 1] = expiry
+          before[#before + 1] = lease
         end
-        list[#list + 1] = expiry
-        list[#list + 1] = lease
       end
     end
   end
@@ -215,32 +205,32 @@ for r = 1, tonumber(ARGV[1]) do
   a = a + 3 + 2 * n
 end
 
--- The writes of the whole batch, one set per key.
-for _, key in ipairs(touched) do
-  local list = added[key]
-  if list == nil then
-    local tokens, burst = level[key], burst_of[key]
-    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
-    local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate_of[key]) + SLACK_MS
-    if idle > MAX_TTL_MS then
-      idle = MAX_TTL_MS
-    end
-    redis.call('PEXPIRE', key, idle)
+-- The writes of the whole batch, one set per key (the order is of no consequence: the script
+-- runs atomically and replicates its effects).
+for key, tokens in pairs(level) do
+  redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+  local at = last[key]
+  local burst = tonumber(ARGV[at + 1])
+  local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / tonumber(ARGV[at])) + SLACK_MS
+  if idle > MAX_TTL_MS then
+    idle = MAX_TTL_MS
+  end
+  redis.call('PEXPIRE', key, idle)
+end
+for key, leases in pairs(added) do
+  if type(leases) == 'string' then
+    redis.call('ZADD', key, expiry, leases)
   else
     -- In slices: unpack's results go on Lua's C stack, which holds a few thousand values.
-    if #list == 2 then
-      redis.call('ZADD', key, list[1], list[2])
-    else
-      for first = 1, #list, ZADD_SLICE do
-        redis.call('ZADD', key, unpack(list, first, math.min(first + ZADD_SLICE - 1, #list)))
-      end
+    for first = 1, #leases, ZADD_SLICE do
+      redis.call('ZADD', key, unpack(leases, first, math.min(first + ZADD_SLICE - 1, #leases)))
     end
-    -- Never shorten the key's life below a lease that an older, longer ttl granted. The key is
-    -- given a second of slack beyond that, so that this PEXPIRE runs about once a second per
-    -- semaphore rather than on every admission.
-    if redis.call('PTTL', key) < keep then
-      redis.call('PEXPIRE', key, keep + SLACK_MS)
-    end
+  end
+  -- Never shorten the key's life below a lease that an older, longer ttl granted. The key is
+  -- given a second of slack beyond that, so that this PEXPIRE runs about once a second per
+  -- semaphore rather than on every admission.
+  if redis.call('PTTL', key) < keep then
+    redis.call('PEXPIRE', key, keep + SLACK_MS)
   end
 end
 return results

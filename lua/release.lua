@@ -23,49 +23,29 @@ end
 
 local SLACK_MS = 1000
 local MAX_TTL_MS = 1e12
-local ZREM_SLICE = 1000
 
--- Entries for one key are gathered so that each key costs one command however many entries of
--- the call it has (a worker's releases of one iteration mostly share a few semaphores).
 local pairs_n = #KEYS - (#ARGV - #KEYS) / 2
 local released = 0
-local members = {}
-local order = {}
+-- One ZREM per pair: gathering the pairs by key first costs Redis's Lua more in tables than the
+-- commands it would save for the small batches a worker sends.
 for i = 1, pairs_n do
-  local key = KEYS[i]
-  local list = members[key]
-  if list == nil then
-    list = {}
-    members[key] = list
-    order[#order + 1] = key
-  end
-  list[#list + 1] = ARGV[i]
-end
-for _, key in ipairs(order) do
-  local list = members[key]
-  -- In slices: unpack's results go on Lua's C stack, which holds a few thousand values.
-  for first = 1, #list, ZREM_SLICE do
-    released = released + redis.call('ZREM', key, unpack(list, first, math.min(first + ZREM_SLICE - 1, #list)))
-  end
+  released = released + redis.call('ZREM', KEYS[i], ARGV[i])
 end
 
 if #KEYS > pairs_n then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
   -- Each bucket is read once, settled in order (clamped at each step, as separate calls would
-  -- be) and written once.
-  local level, stamp, rate_of, burst_of = {}, {}, {}, {}
-  local buckets = {}
+  -- be) and written once; last[key] is the ARGV index of its last entry's rate (burst follows).
+  local level, stamp, last = {}, {}, {}
   local a = pairs_n + 1
   for i = pairs_n + 1, #KEYS do
     local key = KEYS[i]
     local rate = tonumber(ARGV[a])
     local burst = tonumber(ARGV[a + 1])
     local delta = tonumber(ARGV[a + 2])
-    a = a + 3
     local tokens = level[key]
     if tokens == nil then
-      buckets[#buckets + 1] = key
       local state = redis.call('HMGET', key, 'tokens', 'ts')
       tokens = burst
       stamp[key] = now
@@ -82,16 +62,18 @@ if #KEYS > pairs_n then
     if tokens > burst then
       tokens = burst
     end
-    level[key], rate_of[key], burst_of[key] = tokens + delta, rate, burst
+    level[key], last[key] = tokens + delta, a
+    a = a + 3
   end
-  for _, key in ipairs(buckets) do
-    local tokens, burst = level[key], burst_of[key]
+  for key, tokens in pairs(level) do
+    local rate = tonumber(ARGV[last[key]])
+    local burst = tonumber(ARGV[last[key] + 1])
     if tokens >= burst then
       -- Full: the same as absent.
       redis.call('DEL', key)
     else
       redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
-      local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate_of[key]) + SLACK_MS
+      local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate) + SLACK_MS
       if idle > MAX_TTL_MS then
         idle = MAX_TTL_MS
       end

@@ -246,7 +246,7 @@ async def test_settlements_of_one_bucket_in_one_call_apply_in_order(
     assert await scripts.level(tk) == pytest.approx(550, abs=0.01)
 
 
-async def test_a_large_release_on_one_semaphore_is_sent_in_slices(
+async def test_a_large_release_on_one_semaphore_frees_every_lease(
     scripts: Scripts, redis: aioredis.Redis
 ) -> None:
     cc = scripts.cc("target:wide")
