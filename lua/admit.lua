@@ -4,8 +4,8 @@
 -- iteration together); they are decided in order, each seeing what the ones before it took.
 --
 -- KEYS      the keys of request 1's checks, then request 2's, ...:
---             request bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts}
---             token bucket    <prefix>:{<tag>}:tk:<limiter_id>  hash {tokens, ts}
+--             request bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts, exp}
+--             token bucket    <prefix>:{<tag>}:tk:<limiter_id>  hash {tokens, ts, exp}
 --             semaphore       <prefix>:{<tag>}:cc:<limiter_id>  sorted set lease_id -> expiry (ms)
 -- ARGV[1]   number of requests R
 -- ARGV[2]   lease ttl in ms
@@ -64,9 +64,10 @@ local keep = ttl + SLACK_MS
 --                            time it was reckoned at
 --   last[key]                the ARGV index of the rate of its last admitted check (the burst
 --                            follows it), to compute its expiry at the end
+--   exp[key]                 when the key expires (its 'exp' field, 0 when it has none)
 --   held[key]                a semaphore's leases, swept or not, plus those this batch added
 --   added[key]               the lease this batch adds to a semaphore, or a list of them
-local level, stamp, last = {}, {}, {}
+local level, stamp, last, exp = {}, {}, {}, {}
 local held, added = {}, {}
 
 -- A bucket's level now, from the batch's cache or from Redis; nil when it is absent (full).
@@ -75,8 +76,9 @@ local function bucket(key, rate)
   if tokens ~= nil then
     return tokens
   end
-  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local state = redis.call('HMGET', key, 'tokens', 'ts', 'exp')
   stamp[key] = now
+  exp[key] = tonumber(state[3]) or 0
   if state[1] then
     local ts = tonumber(state[2])
     -- After a failover to a server whose clock is behind, time stands still for the
@@ -207,15 +209,24 @@ end
 
 -- The writes of the whole batch, one set per key (the order is of no consequence: the script
 -- runs atomically and replicates its effects).
+-- A bucket must live until it would be full again. Its 'exp' field says when it will expire
+-- (admit.lua and release.lua keep it equal to the expiry they set, and never shorten it), so
+-- PEXPIRE runs only when that is too soon, and then gives a second of slack beyond: about once
+-- a second per bucket, not per admission.
 for key, tokens in pairs(level) do
-  redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
   local at = last[key]
   local burst = tonumber(ARGV[at + 1])
   local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / tonumber(ARGV[at])) + SLACK_MS
-  if idle > MAX_TTL_MS then
-    idle = MAX_TTL_MS
+  if now + idle <= exp[key] then
+    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+  else
+    idle = idle + SLACK_MS
+    if idle > MAX_TTL_MS then
+      idle = MAX_TTL_MS
+    end
+    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key], 'exp', math.floor(now + idle))
+    redis.call('PEXPIRE', key, idle)
   end
-  redis.call('PEXPIRE', key, idle)
 end
 for key, leases in pairs(added) do
   if type(leases) == 'string' then

@@ -36,8 +36,9 @@ if #KEYS > pairs_n then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
   -- Each bucket is read once, settled in order (clamped at each step, as separate calls would
-  -- be) and written once; last[key] is the ARGV index of its last entry's rate (burst follows).
-  local level, stamp, last = {}, {}, {}
+  -- be) and written once; last[key] is the ARGV index of its last entry's rate (burst follows),
+  -- exp[key] when the key expires (its 'exp' field, 0 without one).
+  local level, stamp, last, exp = {}, {}, {}, {}
   local a = pairs_n + 1
   for i = pairs_n + 1, #KEYS do
     local key = KEYS[i]
@@ -46,9 +47,10 @@ if #KEYS > pairs_n then
     local delta = tonumber(ARGV[a + 2])
     local tokens = level[key]
     if tokens == nil then
-      local state = redis.call('HMGET', key, 'tokens', 'ts')
+      local state = redis.call('HMGET', key, 'tokens', 'ts', 'exp')
       tokens = burst
       stamp[key] = now
+      exp[key] = tonumber(state[3]) or 0
       if state[1] then
         local ts = tonumber(state[2])
         if ts > now then
@@ -72,12 +74,19 @@ if #KEYS > pairs_n then
       -- Full: the same as absent.
       redis.call('DEL', key)
     else
-      redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+      -- As in admit.lua: PEXPIRE only when the key's expiry ('exp') comes too soon, then with a
+      -- second of slack; a key that lives longer than needed is only a full bucket kept a while.
       local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate) + SLACK_MS
-      if idle > MAX_TTL_MS then
-        idle = MAX_TTL_MS
+      if now + idle <= exp[key] then
+        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+      else
+        idle = idle + SLACK_MS
+        if idle > MAX_TTL_MS then
+          idle = MAX_TTL_MS
+        end
+        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key], 'exp', math.floor(now + idle))
+        redis.call('PEXPIRE', key, idle)
       end
-      redis.call('PEXPIRE', key, idle)
     end
   end
 end

@@ -253,3 +253,31 @@ async def test_a_large_release_on_one_semaphore_frees_every_lease(
     await redis.zadd(cc, {f"l{i}": 10**13 for i in range(6_000)})
     assert await scripts.release([(cc, f"l{i}") for i in range(6_000)]) == 6_000
     assert not await redis.exists(cc)
+
+
+async def _expires_in(redis: aioredis.Redis, key: str) -> tuple[int, float]:
+    """The key's ttl and what its exp field says is left (both in ms)."""
+    seconds, micros = await redis.time()
+    exp = float(await redis.hget(key, "exp"))
+    return await redis.pttl(key), exp - (seconds * 1000 + micros / 1000)
+
+
+async def test_a_bucket_always_outlives_its_time_to_full(scripts: Scripts, redis: aioredis.Redis) -> None:
+    rl, tk, cc = scripts.rl("key:a"), scripts.tk("key:a"), scripts.cc("key:a")
+    # One unit a second, burst 10: each admission adds a second to the time until full, which
+    # soon passes the slack the last PEXPIRE gave, so the expiry must grow with it.
+    for taken in range(1, 8):
+        await scripts.admit(("", 0, [("r", rl, 1.0, 10)]))
+        ttl, left = await _expires_in(redis, rl)
+        assert ttl >= taken * 1000 - 100
+        assert left == pytest.approx(ttl, abs=100)  # exp is the key's real expiry
+    # A settlement never shortens the expiry (a key kept longer is a full bucket kept a while);
+    # a charge that needs more extends it, and exp still tells the truth.
+    await scripts.admit(("l1", 500, [("t", tk, 100.0, 1000), ("c", cc, 2, "")]))
+    before, _ = await _expires_in(redis, tk)
+    await scripts.release([(cc, "l1")], [(tk, 100.0, 1000, 450)])
+    ttl, left = await _expires_in(redis, tk)
+    assert before - 200 <= ttl <= before and left == pytest.approx(ttl, abs=100)
+    await scripts.release(settle=[(tk, 100.0, 1000, -900)])
+    ttl, left = await _expires_in(redis, tk)
+    assert ttl >= 9_400 and left == pytest.approx(ttl, abs=100)
