@@ -4,8 +4,8 @@
 -- iteration together); they are decided in order, each seeing what the ones before it took.
 --
 -- KEYS      the keys of request 1's checks, then request 2's, ...:
---             request bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts}
---             token bucket    <prefix>:{<tag>}:tk:<limiter_id>  hash {tokens, ts}
+--             request bucket  <prefix>:{<tag>}:rl:<limiter_id>  hash {tokens, ts, exp}
+--             token bucket    <prefix>:{<tag>}:tk:<limiter_id>  hash {tokens, ts, exp}
 --             semaphore       <prefix>:{<tag>}:cc:<limiter_id>  sorted set lease_id -> expiry (ms)
 -- ARGV[1]   number of requests R
 -- ARGV[2]   lease ttl in ms
@@ -32,7 +32,9 @@
 -- nothing until the refill has paid the debt.
 --
 -- For each request phase one only reads (apart from dropping expired leases, which frees
--- nothing that was still held), phase two writes, so a refusal anywhere spends nothing anywhere.
+-- nothing that was still held), phase two commits into a cache the whole call shares, so a
+-- refusal anywhere spends nothing anywhere. The cache is written to Redis once at the end: each
+-- key is read at most once and written once per call, however many requests of the batch use it.
 
 -- Redis before 5 replicated scripts verbatim, which a script reading TIME must not be;
 -- from 5 effects replication is the default and from 7 this call is a no-op.
@@ -44,6 +46,8 @@ end
 local SLACK_MS = 1000
 -- Keeps PEXPIRE's argument a plain integer (about 31 years) for absurdly slow rates.
 local MAX_TTL_MS = 1e12
+-- Score/member values per ZADD (an even number).
+local ZADD_SLICE = 1000
 
 -- The server's clock, never a client's: every worker and replica shares one time line.
 local t = redis.call('TIME')
@@ -53,13 +57,46 @@ local ttl = tonumber(ARGV[2])
 local expiry = math.floor(now + ttl)
 local keep = ttl + SLACK_MS
 
--- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
-local function admit(k0, a0, n, lease, cost, kinds)
+-- What the batch has seen and taken so far, shared by all its requests: a key is read from
+-- Redis once per call and written once at the end, however many requests of the batch use it.
+-- (As few tables as will do: each one costs Redis's Lua measurably on every call.)
+--   level[key], stamp[key]   a bucket's level after refill and every admitted claim, and the
+--                            time it was reckoned at
+--   last[key]                the ARGV index of the rate of its last admitted check (the burst
+--                            follows it), to compute its expiry at the end
+--   exp[key]                 when the key expires (its 'exp' field, 0 when it has none)
+--   held[key]                a semaphore's leases, swept or not, plus those this batch added
+--   added[key]               the lease this batch adds to a semaphore, or a list of them
+local level, stamp, last, exp = {}, {}, {}, {}
+local held, added = {}, {}
 
-  -- Bucket levels after refill and after this request's claims, so a bucket listed twice
-  -- is charged twice; and the time each level was reckoned at.
-  local level = {}
-  local stamp = {}
+-- A bucket's level now, from the batch's cache or from Redis; nil when it is absent (full).
+local function bucket(key, rate)
+  local tokens = level[key]
+  if tokens ~= nil then
+    return tokens
+  end
+  local state = redis.call('HMGET', key, 'tokens', 'ts', 'exp')
+  stamp[key] = now
+  exp[key] = tonumber(state[3]) or 0
+  if state[1] then
+    local ts = tonumber(state[2])
+    -- After a failover to a server whose clock is behind, time stands still for the
+    -- bucket until the clock passes ts again: neither drained nor refilled twice.
+    if ts > now then
+      stamp[key] = ts
+      return tonumber(state[1])
+    end
+    return tonumber(state[1]) + (now - ts) * rate / 1000
+  end
+  return nil
+end
+
+-- One request: its checks are KEYS[k0 + 1 .. k0 + n], its values ARGV[a0 + 1 .. a0 + 2n].
+-- Phase one decides on a tentative copy of the levels (mine), so a refusal changes nothing;
+-- phase two commits it into the batch's cache.
+local function admit(k0, a0, n, lease, cost, kinds)
+  local mine = {}
   local buckets = false
 
   for i = 1, n do
@@ -77,21 +114,11 @@ local function admit(k0, a0, n, lease, cost, kinds)
           return {i, -2}
         end
       end
-      local tokens = level[key]
+      local tokens = mine[key]
       if tokens == nil then
-        local state = redis.call('HMGET', key, 'tokens', 'ts')
-        tokens = burst -- a bucket starts full
-        stamp[key] = now
-        if state[1] then
-          local ts = tonumber(state[2])
-          -- After a failover to a server whose clock is behind, time stands still for the
-          -- bucket until the clock passes ts again: neither drained nor refilled twice.
-          if ts > now then
-            tokens = tonumber(state[1])
-            stamp[key] = ts
-          else
-            tokens = tonumber(state[1]) + (now - ts) * rate / 1000
-          end
+        tokens = bucket(key, rate)
+        if tokens == nil then
+          tokens = burst -- a bucket starts full
         end
       end
       -- Clamping here also applies a reload that lowered the burst.
@@ -102,25 +129,30 @@ local function admit(k0, a0, n, lease, cost, kinds)
         -- Always >= 1 ms: the bucket lacks a positive amount.
         return {i, math.ceil(stamp[key] - now + (need - tokens) * 1000 / rate)}
       end
-      level[key] = tokens - need
+      mine[key] = tokens - need
     else
       local limit = a
       if limit < 1 then
         return {i, -1} -- a closed limiter; no need to look at the set
       end
-      local held = redis.call('ZCARD', key)
+      local count = held[key]
+      if count == nil then
+        count = redis.call('ZCARD', key)
+        held[key] = count
+      end
       -- Expired leases are only swept when they are in the way.
-      if held >= limit then
-        held = held - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-        if held >= limit then
+      if count >= limit then
+        count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+        held[key] = count
+        if count >= limit then
           return {i, -1}
         end
       end
     end
   end
 
-  -- The most restrictive bucket of each kind: index, whole units left, ms until full (plain
-  -- locals, not tables: this runs for every admitted request).
+  -- Commit, and find the most restrictive bucket of each kind: index, whole units left, ms
+  -- until full (plain locals, not tables: this runs for every admitted request).
   local ri, rleft, rfull, ti, tleft, tfull = 0, 0, 0, 0, 0, 0
   local done = {}
   for i = 1, n do
@@ -129,17 +161,11 @@ local function admit(k0, a0, n, lease, cost, kinds)
     if not done[key] then
       done[key] = true
       if kind ~= 'c' then
-        local rate = tonumber(ARGV[a0 + 2 * i - 1])
         local burst = tonumber(ARGV[a0 + 2 * i])
-        local tokens = level[key]
-        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+        local tokens = mine[key]
+        level[key], last[key] = tokens, a0 + 2 * i - 1
         -- Gone once it would be full again (measured from its stamp, which may be ahead of now).
-        local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate)
-        local idle = full_ms + SLACK_MS
-        if idle > MAX_TTL_MS then
-          idle = MAX_TTL_MS
-        end
-        redis.call('PEXPIRE', key, idle)
+        local full_ms = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / tonumber(ARGV[a0 + 2 * i - 1]))
         local left = math.floor(tokens)
         if kind == 'r' then
           if ri == 0 or left < rleft then
@@ -149,10 +175,15 @@ local function admit(k0, a0, n, lease, cost, kinds)
           ti, tleft, tfull = i, left, full_ms
         end
       else
-        redis.call('ZADD', key, expiry, lease)
-        -- Never shorten the key's life below a lease that an older, longer ttl granted.
-        if redis.call('PTTL', key) < keep then
-          redis.call('PEXPIRE', key, keep)
+        held[key] = held[key] + 1
+        local before = added[key]
+        if before == nil then
+          added[key] = lease
+        elseif type(before) == 'string' then
+          added[key] = {expiry, before, expiry, lease}
+        else
+          before[#before + 1] = expiry
+          before[#before + 1] = lease
         end
       end
     end
@@ -174,5 +205,43 @@ for r = 1, tonumber(ARGV[1]) do
   results[r] = admit(k0, a + 2, n, lease, cost, kinds)
   k0 = k0 + n
   a = a + 3 + 2 * n
+end
+
+-- The writes of the whole batch, one set per key (the order is of no consequence: the script
+-- runs atomically and replicates its effects).
+-- A bucket must live until it would be full again. Its 'exp' field says when it will expire
+-- (admit.lua and release.lua keep it equal to the expiry they set, and never shorten it), so
+-- PEXPIRE runs only when that is too soon, and then gives a second of slack beyond: about once
+-- a second per bucket, not per admission.
+for key, tokens in pairs(level) do
+  local at = last[key]
+  local burst = tonumber(ARGV[at + 1])
+  local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / tonumber(ARGV[at])) + SLACK_MS
+  if now + idle <= exp[key] then
+    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+  else
+    idle = idle + SLACK_MS
+    if idle > MAX_TTL_MS then
+      idle = MAX_TTL_MS
+    end
+    redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key], 'exp', math.floor(now + idle))
+    redis.call('PEXPIRE', key, idle)
+  end
+end
+for key, leases in pairs(added) do
+  if type(leases) == 'string' then
+    redis.call('ZADD', key, expiry, leases)
+  else
+    -- In slices: unpack's results go on Lua's C stack, which holds a few thousand values.
+    for first = 1, #leases, ZADD_SLICE do
+      redis.call('ZADD', key, unpack(leases, first, math.min(first + ZADD_SLICE - 1, #leases)))
+    end
+  end
+  -- Never shorten the key's life below a lease that an older, longer ttl granted. The key is
+  -- given a second of slack beyond that, so that this PEXPIRE runs about once a second per
+  -- semaphore rather than on every admission.
+  if redis.call('PTTL', key) < keep then
+    redis.call('PEXPIRE', key, keep + SLACK_MS)
+  end
 end
 return results

@@ -26,6 +26,8 @@ local MAX_TTL_MS = 1e12
 
 local pairs_n = #KEYS - (#ARGV - #KEYS) / 2
 local released = 0
+-- One ZREM per pair: gathering the pairs by key first costs Redis's Lua more in tables than the
+-- commands it would save for the small batches a worker sends.
 for i = 1, pairs_n do
   released = released + redis.call('ZREM', KEYS[i], ARGV[i])
 end
@@ -33,39 +35,58 @@ end
 if #KEYS > pairs_n then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  -- Each bucket is read once, settled in order (clamped at each step, as separate calls would
+  -- be) and written once; last[key] is the ARGV index of its last entry's rate (burst follows),
+  -- exp[key] when the key expires (its 'exp' field, 0 without one).
+  local level, stamp, last, exp = {}, {}, {}, {}
   local a = pairs_n + 1
   for i = pairs_n + 1, #KEYS do
     local key = KEYS[i]
     local rate = tonumber(ARGV[a])
     local burst = tonumber(ARGV[a + 1])
     local delta = tonumber(ARGV[a + 2])
-    a = a + 3
-    local state = redis.call('HMGET', key, 'tokens', 'ts')
-    local tokens = burst
-    local stamp = now
-    if state[1] then
-      local ts = tonumber(state[2])
-      if ts > now then
-        tokens = tonumber(state[1])
-        stamp = ts
-      else
-        tokens = tonumber(state[1]) + (now - ts) * rate / 1000
+    local tokens = level[key]
+    if tokens == nil then
+      local state = redis.call('HMGET', key, 'tokens', 'ts', 'exp')
+      tokens = burst
+      stamp[key] = now
+      exp[key] = tonumber(state[3]) or 0
+      if state[1] then
+        local ts = tonumber(state[2])
+        if ts > now then
+          tokens = tonumber(state[1])
+          stamp[key] = ts
+        else
+          tokens = tonumber(state[1]) + (now - ts) * rate / 1000
+        end
       end
     end
     if tokens > burst then
       tokens = burst
     end
-    tokens = tokens + delta
+    level[key], last[key] = tokens + delta, a
+    a = a + 3
+  end
+  for key, tokens in pairs(level) do
+    local rate = tonumber(ARGV[last[key]])
+    local burst = tonumber(ARGV[last[key] + 1])
     if tokens >= burst then
       -- Full: the same as absent.
       redis.call('DEL', key)
     else
-      redis.call('HSET', key, 'tokens', tokens, 'ts', stamp)
-      local idle = math.ceil(stamp - now + (burst - tokens) * 1000 / rate) + SLACK_MS
-      if idle > MAX_TTL_MS then
-        idle = MAX_TTL_MS
+      -- As in admit.lua: PEXPIRE only when the key's expiry ('exp') comes too soon, then with a
+      -- second of slack; a key that lives longer than needed is only a full bucket kept a while.
+      local idle = math.ceil(stamp[key] - now + (burst - tokens) * 1000 / rate) + SLACK_MS
+      if now + idle <= exp[key] then
+        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key])
+      else
+        idle = idle + SLACK_MS
+        if idle > MAX_TTL_MS then
+          idle = MAX_TTL_MS
+        end
+        redis.call('HSET', key, 'tokens', tokens, 'ts', stamp[key], 'exp', math.floor(now + idle))
+        redis.call('PEXPIRE', key, idle)
       end
-      redis.call('PEXPIRE', key, idle)
     end
   end
 end

@@ -113,8 +113,10 @@ async def test_keys_can_be_inspected_with_redis_cli_commands(make, redis, unique
     holders = await redis.zrange(f"{base}:cc:key:premium_user", 0, -1, withscores=True)
     assert [lease for lease, _ in holders] == [held.lease.lease_id.encode()]
     assert holders[0][1] == pytest.approx(seconds * 1000 + 30_000, abs=2_000)
-    assert 0 < await redis.pttl(f"{base}:rl:target:gpt-4") <= 2_000
-    assert 30_000 < await redis.pttl(f"{base}:cc:key:premium_user") <= 31_000
+    assert (
+        0 < await redis.pttl(f"{base}:rl:target:gpt-4") <= 3_000
+    )  # until full, plus one to two seconds of slack
+    assert 30_000 < await redis.pttl(f"{base}:cc:key:premium_user") <= 32_000
 
 
 async def test_a_lease_that_is_never_released_expires(make) -> None:

@@ -180,3 +180,104 @@ async def test_old_release_layout_without_settlements_still_works(scripts: Scrip
     cc = scripts.cc("key:a")
     await scripts.admit(("l1", 0, [("c", cc, 2, "")]), ("l2", 0, [("c", cc, 2, "")]))
     assert await scripts.release(pairs=[(cc, "l1"), (cc, "l2"), (cc, "gone")]) == 2
+
+
+# admit.lua keeps what one call has read and taken in a cache and writes each key once at the end;
+# these pin that the requests of one batch still see each other's claims exactly.
+
+
+async def test_a_batch_fills_a_semaphore_exactly_and_writes_every_lease(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc, rl = scripts.cc("target:t"), scripts.rl("target:t")
+    checks: list[Check] = [("r", rl, SLOW, 10), ("c", cc, 3, "")]
+    replies = await scripts.admit(*[(f"l{i}", 0, checks) for i in range(5)])
+    assert [r[0] for r in replies] == [0, 0, 0, 2, 2]
+    # Each admitted request saw the claims of the ones before it: 9, 8, 7 units left.
+    assert [r[2] for r in replies[:3]] == [9, 8, 7]
+    assert sorted(await redis.zrange(cc, 0, -1)) == [b"l0", b"l1", b"l2"]
+    assert await scripts.level(rl) == pytest.approx(7, abs=0.01)
+    assert await redis.pttl(cc) > 30_000
+
+
+async def test_a_full_semaphore_with_expired_leases_still_admits(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("key:a")
+    # Two leases that expired long ago fill the limit of 2; the sweep makes room for the batch.
+    await redis.zadd(cc, {"old-1": 1, "old-2": 2})
+    replies = await scripts.admit(*[(f"l{i}", 0, [("c", cc, 2, "")]) for i in range(3)])
+    assert replies[:2] == [0, 0] and replies[2][0] == 1 and replies[2][1] == -1
+    assert sorted(await redis.zrange(cc, 0, -1)) == [b"l0", b"l1"]
+
+
+async def test_a_refused_request_in_a_batch_takes_nothing_from_the_others(scripts: Scripts) -> None:
+    tk, cc = scripts.tk("key:a"), scripts.cc("key:a")
+    big: list[Check] = [("c", cc, 1, ""), ("t", tk, SLOW, 1000)]
+    small: list[Check] = [("t", tk, SLOW, 1000), ("c", cc, 1, "")]
+    # In order: 900 tokens fit; 200 more do not (refused at its token check, having taken
+    # nothing); 100 fit but the semaphore is full, so the bucket keeps those 100.
+    replies = await scripts.admit(("l1", 900, big), ("l2", 200, small), ("l3", 100, small))
+    assert replies[0][0] == 0 and replies[1][0] == 1 and replies[2][0] == 2
+    assert await scripts.level(tk) == pytest.approx(100, abs=0.01)
+
+
+async def test_a_large_batch_on_one_semaphore_is_written_in_slices(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("target:wide")
+    replies = await scripts.admit(*[(f"l{i}", 0, [("c", cc, 10_000, "")]) for i in range(6_000)])
+    assert replies == [0] * 6_000
+    assert await redis.zcard(cc) == 6_000
+
+
+async def test_settlements_of_one_bucket_in_one_call_apply_in_order(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    tk, cc = scripts.tk("key:a"), scripts.cc("key:a")
+    await scripts.admit(*[(f"l{i}", 400, [("t", tk, SLOW, 1000), ("c", cc, 5, "")]) for i in range(2)])
+    assert await scripts.level(tk) == pytest.approx(200, abs=0.01)
+    # A charge into debt, then a refund past full: clamped at full, so the key goes.
+    pairs = [(cc, "l0"), (cc, "gone"), (cc, "l1")]
+    assert await scripts.release(pairs, [(tk, SLOW, 1000, -500), (tk, SLOW, 1000, 2000)]) == 2
+    assert not await redis.exists(tk) and not await redis.exists(cc)
+    await scripts.admit(("", 400, [("t", tk, SLOW, 1000)]))
+    await scripts.release(settle=[(tk, SLOW, 1000, -100), (tk, SLOW, 1000, 50)])
+    assert await scripts.level(tk) == pytest.approx(550, abs=0.01)
+
+
+async def test_a_large_release_on_one_semaphore_frees_every_lease(
+    scripts: Scripts, redis: aioredis.Redis
+) -> None:
+    cc = scripts.cc("target:wide")
+    await redis.zadd(cc, {f"l{i}": 10**13 for i in range(6_000)})
+    assert await scripts.release([(cc, f"l{i}") for i in range(6_000)]) == 6_000
+    assert not await redis.exists(cc)
+
+
+async def _expires_in(redis: aioredis.Redis, key: str) -> tuple[int, float]:
+    """The key's ttl and what its exp field says is left (both in ms)."""
+    seconds, micros = await redis.time()
+    exp = float(await redis.hget(key, "exp"))
+    return await redis.pttl(key), exp - (seconds * 1000 + micros / 1000)
+
+
+async def test_a_bucket_always_outlives_its_time_to_full(scripts: Scripts, redis: aioredis.Redis) -> None:
+    rl, tk, cc = scripts.rl("key:a"), scripts.tk("key:a"), scripts.cc("key:a")
+    # One unit a second, burst 10: each admission adds a second to the time until full, which
+    # soon passes the slack the last PEXPIRE gave, so the expiry must grow with it.
+    for taken in range(1, 8):
+        await scripts.admit(("", 0, [("r", rl, 1.0, 10)]))
+        ttl, left = await _expires_in(redis, rl)
+        assert ttl >= taken * 1000 - 100
+        assert left == pytest.approx(ttl, abs=100)  # exp is the key's real expiry
+    # A settlement never shortens the expiry (a key kept longer is a full bucket kept a while);
+    # a charge that needs more extends it, and exp still tells the truth.
+    await scripts.admit(("l1", 500, [("t", tk, 100.0, 1000), ("c", cc, 2, "")]))
+    before, _ = await _expires_in(redis, tk)
+    await scripts.release([(cc, "l1")], [(tk, 100.0, 1000, 450)])
+    ttl, left = await _expires_in(redis, tk)
+    assert before - 200 <= ttl <= before and left == pytest.approx(ttl, abs=100)
+    await scripts.release(settle=[(tk, 100.0, 1000, -900)])
+    ttl, left = await _expires_in(redis, tk)
+    assert ttl >= 9_400 and left == pytest.approx(ttl, abs=100)
