@@ -62,6 +62,7 @@ class AdapterContext:
     metrics: ResponsesMetrics
     session: Any  # the worker's aiohttp session, for the HTTP tools
     rid_header: tuple[bytes, bytes]  # the request's x-request-id, also the prefix of its step ids
+    span: Any = None  # the request's trace span (export on): the parent of its steps' spans
     served: Served = field(default_factory=Served)
 
 
@@ -86,7 +87,7 @@ async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send,
             return served
         served.response_id = steps.response_id
         executor = HttpToolExecutor([ctx.plan.tools[name] for name in enabled], ctx.session)
-        model = SubRequestModelClient(ctx.app, scope, client_gone)
+        model = SubRequestModelClient(ctx.app, scope, client_gone, ctx.span)
         runner = _Runner(ctx, steps, executor, model, send)
         await _until_gone(runner.run(bool(request.get("stream"))), client_gone, served)
     except _ClientGone:
