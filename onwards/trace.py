@@ -16,7 +16,8 @@ limiter outcome; the client's traceparent is its parent) and `onwards.upstream_r
 upstream attempt. A model step of the Responses adapter is an in-process request of its own: its
 `onwards.request` span (kind INTERNAL, `onwards.step_request_id` set) is a child of the outer
 `/v1/responses` request's span, which the step's scope carries under STEP_PARENT_KEY, so a
-whole response is one trace whatever traceparent the client sent. When export is off nothing
+whole response is one trace whatever traceparent the client sent; each server-side tool call
+is an `onwards.responses_tool` span under the same parent. When export is off nothing
 here runs on the request path beyond one check.
 """
 
@@ -136,6 +137,24 @@ class Tracing:
             span.set_attribute("http.response.status_code", status)
         if error:
             span.set_attribute("onwards.error", error)
+        span.end()
+
+    def start_tool(self, parent: Any, name: str, call_id: str) -> Any:
+        from opentelemetry import trace
+
+        return self._tracer.start_span(
+            "onwards.responses_tool",
+            context=trace.set_span_in_context(parent),
+            kind=self._internal,
+            attributes={"onwards.tool": name, "onwards.tool_call_id": call_id},
+        )
+
+    def finish_tool(self, span: Any, error: str) -> None:
+        if error:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("onwards.error", error)
+            span.set_status(Status(StatusCode.ERROR))
         span.end()
 
     def shutdown(self) -> None:

@@ -112,6 +112,7 @@ class ProxyHandler:
             metrics=responses_metrics(gw.metrics),
             session=gw.session,
             rid_header=request.rid_header,
+            tracing=gw.tracing,
             span=outcome.span,
         )
         served = await responses_adapter.serve(ctx, scope, receive, send, request.body)

@@ -207,7 +207,27 @@ async def test_each_responses_step_is_a_child_span_of_the_response_request(
         assert attributes(step)["onwards.route"] == "/v1/chat/completions"
         assert attributes(step)["http.response.status_code"] == 200
     assert sorted(a.parent_span_id for a in attempts) == sorted(s.span_id for s in steps)
+    [tool] = [s for s in found if s.name == "onwards.responses_tool"]
+    assert (tool.trace_id, tool.parent_span_id) == (outer.trace_id, outer.span_id)
+    assert attributes(tool)["onwards.tool"] == "lookup"
+    assert attributes(tool)["onwards.tool_call_id"].startswith("call_")
+    assert "onwards.error" not in attributes(tool)
     # Each upstream call names its own attempt span as its parent, in the response's trace (the
     # flags vary: a trace the gateway started also has the random-trace-id flag).
     sent = [r["headers"]["traceparent"].split("-")[1:3] for r in script.chat_requests()]
     assert sorted(sent) == sorted([outer.trace_id.hex(), a.span_id.hex()] for a in attempts)
+
+
+async def test_a_failing_tool_call_is_an_error_span(write_config, script, collector, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    config = responses_config(script)
+    broken = {"name": "broken", "parameters": {"type": "object"}, "url": f"{script.url[:-3]}/tools/broken"}
+    config["targets"]["chat"]["open_responses"]["tools"].append(broken)
+    body = {"model": "chat", "input": "call broken {}", "tools": [{"type": "hosted_tool", "name": "broken"}]}
+    async with app_client(write_config(config)) as client:
+        reply = await client.post("/v1/responses", json=body)
+        assert reply.status_code == 200  # the model read the tool's failure and answered
+    [tool] = [s for s in spans(collector) if s.name == "onwards.responses_tool"]
+    assert attributes(tool)["onwards.tool"] == "broken"
+    assert "HTTP 500" in attributes(tool)["onwards.error"]
+    assert tool.status.code == tool.status.STATUS_CODE_ERROR
