@@ -13,7 +13,12 @@ OpenTelemetry SDK with its OTLP/HTTP exporter, which read the other `OTEL_*` var
 themselves (headers, protocol, service name, resource attributes, batch settings). Each worker
 exports its own spans: `onwards.request` per request (target, provider, status, attempts,
 limiter outcome; the client's traceparent is its parent) and `onwards.upstream_request` per
-upstream attempt. When export is off nothing here runs on the request path beyond one check.
+upstream attempt. A model step of the Responses adapter is an in-process request of its own: its
+`onwards.request` span (kind INTERNAL, `onwards.step_request_id` set) is a child of the outer
+`/v1/responses` request's span, which the step's scope carries under STEP_PARENT_KEY, so a
+whole response is one trace whatever traceparent the client sent; each server-side tool call
+is an `onwards.responses_tool` span under the same parent. When export is off nothing
+here runs on the request path beyond one check.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 log = logging.getLogger("onwards.trace")
 
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+# Scope key of a Responses step: (the outer request's span, the step's request id).
+STEP_PARENT_KEY = "onwards.step_parent"
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
@@ -54,8 +61,17 @@ class Tracing:
         self._propagator = TraceContextTextMapPropagator()
         self._server = SpanKind.SERVER
         self._client = SpanKind.CLIENT
+        self._internal = SpanKind.INTERNAL
 
-    def start_request(self, headers: Iterable[tuple[bytes, bytes]], method: str, route: str) -> Any:
+    def start_request(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        method: str,
+        route: str,
+        step: tuple[Any, str] | None = None,
+    ) -> Any:
+        if step is not None:
+            return self._start_step(method, route, *step)
         carrier = {
             name.decode("latin-1"): value.decode("latin-1")
             for name, value in headers
@@ -67,6 +83,20 @@ class Tracing:
             context=parent,
             kind=self._server,
             attributes={"http.request.method": method, "onwards.route": route},
+        )
+
+    def _start_step(self, method: str, route: str, parent: Any, step_request_id: str) -> Any:
+        from opentelemetry import trace
+
+        return self._tracer.start_span(
+            "onwards.request",
+            context=trace.set_span_in_context(parent),
+            kind=self._internal,
+            attributes={
+                "http.request.method": method,
+                "onwards.route": route,
+                "onwards.step_request_id": step_request_id,
+            },
         )
 
     def finish_request(self, span: Any, outcome: Any, status: int) -> None:
@@ -107,6 +137,24 @@ class Tracing:
             span.set_attribute("http.response.status_code", status)
         if error:
             span.set_attribute("onwards.error", error)
+        span.end()
+
+    def start_tool(self, parent: Any, name: str, call_id: str) -> Any:
+        from opentelemetry import trace
+
+        return self._tracer.start_span(
+            "onwards.responses_tool",
+            context=trace.set_span_in_context(parent),
+            kind=self._internal,
+            attributes={"onwards.tool": name, "onwards.tool_call_id": call_id},
+        )
+
+    def finish_tool(self, span: Any, error: str) -> None:
+        if error:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_attribute("onwards.error", error)
+            span.set_status(Status(StatusCode.ERROR))
         span.end()
 
     def shutdown(self) -> None:

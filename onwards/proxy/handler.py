@@ -26,6 +26,7 @@ from onwards.proxy.routing import route_group
 from onwards.proxy.watch import DisconnectWatch
 from onwards.responses import gateway as responses_adapter
 from onwards.responses.metrics import responses_metrics
+from onwards.trace import STEP_PARENT_KEY
 
 if TYPE_CHECKING:
     from onwards.gateway import Gateway
@@ -45,7 +46,9 @@ class ProxyHandler:
         path: str = scope["path"]
         tracing = gw.tracing
         if tracing is not None:
-            outcome.span = tracing.start_request(scope["headers"], scope["method"], route_group(path))
+            outcome.span = tracing.start_request(
+                scope["headers"], scope["method"], route_group(path), scope.get(STEP_PARENT_KEY)
+            )
         try:
             request_id, status = await self._serve(scope, receive, send, outcome)
         except asyncio.CancelledError:
@@ -109,6 +112,8 @@ class ProxyHandler:
             metrics=responses_metrics(gw.metrics),
             session=gw.session,
             rid_header=request.rid_header,
+            tracing=gw.tracing,
+            span=outcome.span,
         )
         served = await responses_adapter.serve(ctx, scope, receive, send, request.body)
         outcome.attempts = served.model_calls

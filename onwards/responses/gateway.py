@@ -29,10 +29,13 @@ from onwards.responses.items import input_to_messages
 from onwards.responses.loop import LoopConfig, ResponseFailed, StepLimitExceeded, run_response_loop
 from onwards.responses.metrics import ResponsesMetrics
 from onwards.responses.plan import ResponsesPlan
+from onwards.responses.protocols import ToolExecutor
 from onwards.responses.steps import ConversationSteps
 from onwards.responses.store import ResponseStore, ResponseStoreError, StoredResponse, valid_id
 from onwards.responses.stream import Event, encode_event
 from onwards.responses.subrequest import SubRequestModelClient
+from onwards.responses.traced import TracedTools
+from onwards.trace import Tracing
 
 log = logging.getLogger("onwards.responses")
 
@@ -62,6 +65,8 @@ class AdapterContext:
     metrics: ResponsesMetrics
     session: Any  # the worker's aiohttp session, for the HTTP tools
     rid_header: tuple[bytes, bytes]  # the request's x-request-id, also the prefix of its step ids
+    tracing: Tracing | None = None  # the worker's trace export, when on
+    span: Any = None  # the request's trace span (export on): the parent of its steps' spans
     served: Served = field(default_factory=Served)
 
 
@@ -85,8 +90,10 @@ async def serve(ctx: AdapterContext, scope: Scope, receive: Receive, send: Send,
             await _send_json(send, error.status, error.body(), ctx.rid_header)
             return served
         served.response_id = steps.response_id
-        executor = HttpToolExecutor([ctx.plan.tools[name] for name in enabled], ctx.session)
-        model = SubRequestModelClient(ctx.app, scope, client_gone)
+        executor: ToolExecutor = HttpToolExecutor([ctx.plan.tools[name] for name in enabled], ctx.session)
+        if ctx.tracing is not None and ctx.span is not None:
+            executor = TracedTools(executor, ctx.tracing, ctx.span)
+        model = SubRequestModelClient(ctx.app, scope, client_gone, ctx.span)
         runner = _Runner(ctx, steps, executor, model, send)
         await _until_gone(runner.run(bool(request.get("stream"))), client_gone, served)
     except _ClientGone:
@@ -262,7 +269,7 @@ class _Runner:
         self,
         ctx: AdapterContext,
         steps: ConversationSteps,
-        executor: HttpToolExecutor,
+        executor: ToolExecutor,
         model: SubRequestModelClient,
         send: Send,
     ) -> None:

@@ -6,9 +6,10 @@ A step is handed to the proxy handler as an in-process ASGI request for
 routes to the same target), its own request id and the per-step request id header. It
 therefore gets everything a direct chat request gets, once per step: admission against the
 key, target and provider limits (one round trip to admit, one to release), provider choice
-and failover, timeouts, sanitization, metrics and an access log line of its own. A step that
-the gateway or the upstream refuses comes back as a ModelCallError with the status and body
-the client should see.
+and failover, timeouts, sanitization, token accounting, metrics and an access log line of its
+own. With trace export on, the scope also carries the outer request's span, so each step's
+span (and its upstream attempts) is a child of it. A step that the gateway or the upstream
+refuses comes back as a ModelCallError with the status and body the client should see.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Scope
 
 from onwards.edge.front import PATH_KEY
 from onwards.responses.protocols import STEP_REQUEST_ID_HEADER, ModelCallError
+from onwards.trace import STEP_PARENT_KEY
 
 CHAT_PATH = "/v1/chat/completions"
 # Replaced per step; accept-encoding too, as the loop must read the step's body itself.
@@ -32,8 +34,9 @@ _REPLACED = frozenset(
 
 
 class SubRequestModelClient:
-    def __init__(self, app: ASGIApp, scope: Scope, client_gone: asyncio.Event) -> None:
+    def __init__(self, app: ASGIApp, scope: Scope, client_gone: asyncio.Event, span: Any = None) -> None:
         self._app = app
+        self._span = span
         self._scope = scope
         self._headers = [(n, v) for n, v in scope["headers"] if n not in _REPLACED]
         self._client_gone = client_gone
@@ -48,7 +51,7 @@ class SubRequestModelClient:
             (b"x-request-id", step_id),
             (STEP_REQUEST_ID_HEADER.encode(), step_id),
         ]
-        return {
+        scope: Scope = {
             **self._scope,
             "path": CHAT_PATH,
             "raw_path": CHAT_PATH.encode(),
@@ -56,6 +59,9 @@ class SubRequestModelClient:
             "query_string": b"",
             "headers": headers,
         }
+        if self._span is not None:
+            scope[STEP_PARENT_KEY] = (self._span, step_request_id)
+        return scope
 
     async def complete(self, body: dict[str, Any], step_request_id: str) -> dict[str, Any]:
         chunks = [c async for c in self._call(body, step_request_id)]

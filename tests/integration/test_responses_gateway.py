@@ -1,7 +1,8 @@
 """`/v1/responses` through real gateway processes with the official `openai` SDK, against a
 Chat-Completions-only upstream (its `/responses` is a 404, so every answer here went through
 the adapter): plain, streaming, function tools, a server-side HTTP tool, the step limit,
-previous_response_id across two gateway instances sharing Redis, per-step limits and metrics."""
+previous_response_id across two gateway instances sharing Redis, per-step limits, token
+accounting and metrics."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ LOOKUP = {
     "timeout_secs": 10,
     "headers": {"X-Tool-Key": "${RESPONSES_TEST_TOOL_KEY}"},
 }
+METERED_BURST = 100_000
 WEATHER = {
     "type": "function",
     "name": "get_weather",
@@ -70,6 +72,12 @@ def gateways(
                 "url": upstream.url,
                 "open_responses": {"adapter": True},
                 "concurrency_limit": {"max_concurrent_requests": 1},
+            },
+            # A token bucket that refills one token a minute: its level after a test is exact.
+            "metered": {
+                "url": upstream.url,
+                "open_responses": {"adapter": True, "tools": [tool]},
+                "token_limit": {"tokens_per_minute": 1, "burst_tokens": METERED_BURST},
             },
             "tight": {
                 "url": upstream.url,
@@ -369,3 +377,86 @@ def test_reasoning_becomes_a_reasoning_item(gateways: Any, client_for: Any) -> N
     assert [item.type for item in final.output] == ["reasoning", "message"]
     assert final.output[0].content[0].text == "hmm, let me see"  # type: ignore[union-attr,index]
     assert final.output_text == "echo: think first (messages=1)"
+
+
+def _token_level(url: str, prefix: str, limiter_id: str) -> float:
+    value = redis.Redis.from_url(url).hget(f"{prefix}:{{{prefix}}}:tk:{limiter_id}", "tokens")
+    return METERED_BURST if value is None else float(value)
+
+
+def _metric(text: str, name: str, labels: str) -> float:
+    """A sample of the scrape; 0 when the series has not been written yet."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _access_lines(gw: GatewayProcess, request_id: str) -> list[str]:
+    return [line for line in gw.output().splitlines() if "onwards.access" in line and request_id in line]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_step_reserves_and_settles_its_own_usage(
+    gateways: Any, client_for: Any, upstream: ChatScript, stream: bool
+) -> None:
+    gw, url, prefix = gateways[1], gateways[2], gateways[3]  # one worker: its scrape is the whole count
+    labels = 'key="none",kind="{kind}",provider="metered/0",target="metered"'
+
+    def counted() -> tuple[float, float]:
+        text = urllib.request.urlopen(gw.metrics_url, timeout=10).read().decode()
+        return (
+            _metric(text, "onwards_tokens_total", labels.format(kind="prompt")),
+            _metric(text, "onwards_tokens_total", labels.format(kind="completion")),
+        )
+
+    before, counted_before = _token_level(url, prefix, "target:metered"), counted()
+    calls = len(upstream.chat_requests())
+    client = client_for(gw)
+    hosted = [{"type": "hosted_tool", "name": "lookup"}]
+    if stream:
+        with client.responses.stream(
+            model="metered",
+            input='call lookup {"q": 1}',
+            tools=hosted,  # type: ignore[arg-type]
+        ) as events:
+            response = events.get_final_response()
+        rid = None
+    else:
+        raw = client.responses.with_raw_response.create(
+            model="metered",
+            input='call lookup {"q": 1}',
+            tools=hosted,  # type: ignore[arg-type]
+        )
+        response, rid = raw.parse(), raw.headers["x-request-id"]
+    assert response.output_text.startswith("tool said:")
+    sent = _chat_calls(upstream, calls)
+    assert len(sent) == 2
+    if stream:  # streamed steps ask the upstream for their usage
+        assert all(s["body"]["stream_options"] == {"include_usage": True} for s in sent)
+        rid = sent[0]["headers"][STEP_REQUEST_ID_HEADER].rsplit(".", 1)[0]
+    # The first step sent one message, the second the call and its result too: 10 + 30 prompt
+    # tokens, 5 + 5 completion tokens, and the Response reports their sum.
+    assert [len(s["body"]["messages"]) for s in sent] == [1, 3]
+    usage = response.usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (40, 10, 50)
+    assert usage.input_tokens_details.cached_tokens == 4
+    assert usage.output_tokens_details.reasoning_tokens == 2
+    # Each step's access line carries its own tokens; the response's line has none (the steps'
+    # lines already count them).
+    wait_until(lambda: len(_access_lines(gw, rid)) == 3, timeout=10, message="access lines")
+    lines = {line.split("request_id=")[1].split()[0]: line for line in _access_lines(gw, rid)}
+    assert "prompt_tokens=10 completion_tokens=5" in lines[f"{rid}.step0"]
+    assert "prompt_tokens=30 completion_tokens=5" in lines[f"{rid}.step2"]
+    assert "prompt_tokens" not in lines[rid]
+    # Each step reserved its estimate and settled to what the upstream reported: the bucket lost
+    # 50 tokens in all (plus at most a token of refill over the test). Settling is sent after
+    # the answer, so it is waited for.
+    wait_until(
+        lambda: before - 50 <= _token_level(url, prefix, "target:metered") <= before - 49,
+        timeout=10,
+        message=f"the bucket did not settle to {before - 50}: {_token_level(url, prefix, 'target:metered')}",
+    )
+    prompt, completion = counted()
+    assert (prompt, completion) == (counted_before[0] + 40, counted_before[1] + 10)  # both steps

@@ -13,9 +13,11 @@ For the Responses tests: the gateway's adapter must turn everything into Chat Co
   answer after 18 s (a client can leave mid-way);
 * anything else -> text `echo: <last user text> (messages=<count>)`.
 
-Streams split the text and the arguments into several chunks and end with a usage chunk when
-`stream_options.include_usage` is set. `POST /tools/<name>` is a tool: it answers
-`{"tool": name, "args": <body>}`, or HTTP 500 for the tool named `broken`.
+Usage is 10 prompt tokens per message (2 of them cached) and 5 completion tokens (1 of reasoning),
+so the steps of a tool loop report different usage. Streams split the text and the arguments into
+several chunks and end with a usage chunk when `stream_options.include_usage` is set.
+`POST /tools/<name>` is a tool: it answers `{"tool": name, "args": <body>}`, or HTTP 500 for the
+tool named `broken`.
 Runs in a background thread; `requests` and `tool_requests` record what arrived.
 """
 
@@ -150,9 +152,9 @@ class ChatScript:
         ]
         finish = "tool_calls" if calls else "stop"
         usage = {
-            "prompt_tokens": 10,
+            "prompt_tokens": 10 * len(messages),
             "completion_tokens": 5,
-            "total_tokens": 15,
+            "total_tokens": 10 * len(messages) + 5,
             "prompt_tokens_details": {"cached_tokens": 2},
             "completion_tokens_details": {"reasoning_tokens": 1},
         }

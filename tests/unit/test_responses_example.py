@@ -44,7 +44,7 @@ async def test_host_store_runs_a_tool_and_keeps_every_step(example: ModuleType, 
     said = message["content"][0]["text"]
     assert said.startswith("tool said: ")
     assert json.loads(said.removeprefix("tool said: "))["city"] == "Paris"
-    assert response["usage"]["total_tokens"] == 30
+    assert response["usage"]["total_tokens"] == (10 + 5) + (30 + 5)  # one message, then three
     rows = db.execute("SELECT kind, state, request_id FROM steps ORDER BY sequence").fetchall()
     assert [(kind, state) for kind, state, _ in rows] == [
         ("model_call", "completed"),

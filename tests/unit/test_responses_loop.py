@@ -106,8 +106,10 @@ async def test_server_tool_runs_in_the_loop(upstream: ChatScript, session: aioht
     response = await run_response_loop(steps, executor, model, "resp_test", observer=observer)
     assert _texts(response) == ['tool said: {"tool":"lookup","args":{"q":1}}']
     assert [i["type"] for i in response["output"]] == ["message"]  # the server call is not the client's
-    assert response["usage"]["total_tokens"] == 30  # both model calls
     sent = upstream.chat_requests()[before:]
+    # The script reports 10 prompt tokens per message and 5 completion tokens: both model calls.
+    assert response["usage"]["total_tokens"] == sum(10 * len(s["body"]["messages"]) + 5 for s in sent)
+    assert len(sent) == 2
     assert len(sent) == 2
     assert sent[0]["headers"][STEP_REQUEST_ID_HEADER] != sent[1]["headers"][STEP_REQUEST_ID_HEADER]
     assert [t["function"]["name"] for t in sent[0]["body"]["tools"]] == ["lookup", "broken"]

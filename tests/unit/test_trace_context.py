@@ -1,5 +1,6 @@
 """Trace context as the Rust onwards handles it (handlers.rs withhold_trace_context and
-resolve_trace_propagation tests), and OTLP export checked against a tiny OTLP/HTTP receiver."""
+resolve_trace_propagation tests), and OTLP export checked against a tiny OTLP/HTTP receiver,
+including the spans of the Responses adapter's model steps."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from onwards.trace import export_configured
 from tests.support.app_client import app_client
+from tests.support.chat_script import ChatScript
 from tests.support.mock_upstream import MockUpstream
 
 CHAT = "/v1/chat/completions"
@@ -148,3 +151,83 @@ async def test_otlp_export_sends_request_and_attempt_spans_and_injects_our_trace
     # The trusted provider got our context (the attempt span), not the client's; the other none.
     assert first.headers["traceparent"] == f"00-{TRACE_ID}-{trusted_attempt.span_id.hex()}-01"
     assert "traceparent" not in second.headers and "tracestate" not in second.headers
+
+
+@pytest.fixture
+def script() -> Iterator[ChatScript]:
+    with ChatScript() as upstream:
+        yield upstream
+
+
+def responses_config(script: ChatScript) -> dict[str, Any]:
+    tool = {
+        "name": "lookup",
+        "parameters": {"type": "object"},
+        "url": f"http://127.0.0.1:{script.port}/tools/lookup",
+    }
+    adapter = {"adapter": True, "tools": [tool]}
+    return {
+        "targets": {"chat": {"url": script.url, "open_responses": adapter, "propagate_trace_context": True}}
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("traced", [True, False])
+async def test_each_responses_step_is_a_child_span_of_the_response_request(
+    write_config, script, collector, monkeypatch, stream, traced
+):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    body = {
+        "model": "chat",
+        "input": 'call lookup {"q": "moon"}',
+        "tools": [{"type": "hosted_tool", "name": "lookup"}],
+    }
+    async with app_client(write_config(responses_config(script))) as client:
+        reply = await client.post(
+            "/v1/responses", json={**body, "stream": stream}, headers=TRACE if traced else {}
+        )
+        assert reply.status_code == 200
+        assert "tool said:" in reply.text and ("response.completed" in reply.text) == stream
+    found = spans(collector)
+    requests = [s for s in found if s.name == "onwards.request"]
+    attempts = [s for s in found if s.name == "onwards.upstream_request"]
+    [outer] = [s for s in requests if attributes(s)["onwards.route"] == "/v1/responses"]
+    steps = [s for s in requests if s is not outer]
+    assert len(steps) == 2 and len(attempts) == 2
+    if traced:
+        assert outer.trace_id.hex() == TRACE_ID
+        assert outer.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert attributes(outer)["onwards.attempts"] == 2  # its model calls
+    step_ids = sorted(attributes(s)["onwards.step_request_id"] for s in steps)
+    assert [i.rsplit(".", 1)[1] for i in step_ids] == ["step0", "step2"]  # the tool call is step1
+    for step in steps:
+        assert step.trace_id == outer.trace_id
+        assert step.parent_span_id == outer.span_id
+        assert step.kind == Span.SpanKind.SPAN_KIND_INTERNAL
+        assert attributes(step)["onwards.route"] == "/v1/chat/completions"
+        assert attributes(step)["http.response.status_code"] == 200
+    assert sorted(a.parent_span_id for a in attempts) == sorted(s.span_id for s in steps)
+    [tool] = [s for s in found if s.name == "onwards.responses_tool"]
+    assert (tool.trace_id, tool.parent_span_id) == (outer.trace_id, outer.span_id)
+    assert attributes(tool)["onwards.tool"] == "lookup"
+    assert attributes(tool)["onwards.tool_call_id"].startswith("call_")
+    assert "onwards.error" not in attributes(tool)
+    # Each upstream call names its own attempt span as its parent, in the response's trace (the
+    # flags vary: a trace the gateway started also has the random-trace-id flag).
+    sent = [r["headers"]["traceparent"].split("-")[1:3] for r in script.chat_requests()]
+    assert sorted(sent) == sorted([outer.trace_id.hex(), a.span_id.hex()] for a in attempts)
+
+
+async def test_a_failing_tool_call_is_an_error_span(write_config, script, collector, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    config = responses_config(script)
+    broken = {"name": "broken", "parameters": {"type": "object"}, "url": f"{script.url[:-3]}/tools/broken"}
+    config["targets"]["chat"]["open_responses"]["tools"].append(broken)
+    body = {"model": "chat", "input": "call broken {}", "tools": [{"type": "hosted_tool", "name": "broken"}]}
+    async with app_client(write_config(config)) as client:
+        reply = await client.post("/v1/responses", json=body)
+        assert reply.status_code == 200  # the model read the tool's failure and answered
+    [tool] = [s for s in spans(collector) if s.name == "onwards.responses_tool"]
+    assert attributes(tool)["onwards.tool"] == "broken"
+    assert "HTTP 500" in attributes(tool)["onwards.error"]
+    assert tool.status.code == tool.status.STATUS_CODE_ERROR
