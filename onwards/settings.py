@@ -74,7 +74,8 @@ class Settings:
         "--redis-url",
         metavar="URL",
         shown_default="none",
-        help="Redis for cluster-wide limits (and the config with --config-from-redis); "
+        help="Redis for cluster-wide limits (and the config with --config-from-redis): redis://, rediss://, "
+        "redis+sentinel://host:port[,...]/service[/db], redis+cluster://host:port[,...]; "
         "without it limits are per process",
     )
     redis_prefix: str = _opt(
