@@ -67,6 +67,7 @@ def test_quick_benchmark_reports_ratios_and_targets(tmp_path: Path) -> None:
         "throughput without limits",
         "access log on vs off",
         "Redis CPU per admitted request",
+        "token limits on key and target",
     }
     if result["meta"]["redis"]:
         # Redis's own cost per admitted request was read around the (d) runs.
